@@ -1,0 +1,6 @@
+//! Algorithmic cores: plain Rust, no pgrx types, tested with ordinary `#[test]`s.
+//!
+//! Arrows point one way: the pgrx glue in `src/*.rs` converts arguments, calls into these
+//! modules and reports their errors; nothing here knows about Datums or SPI.
+
+pub mod sources;

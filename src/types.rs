@@ -1,0 +1,52 @@
+//! Small SQL types pgrx does not provide.
+
+use pgrx::{pg_sys, FromDatum, IntoDatum};
+
+/// A `regclass` argument or result: a relation's OID, printed by PostgreSQL as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Regclass(pub pg_sys::Oid);
+
+impl FromDatum for Regclass {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        // SAFETY: a regclass datum is an Oid by value.
+        unsafe { pg_sys::Oid::from_polymorphic_datum(datum, is_null, typoid) }.map(Regclass)
+    }
+}
+
+impl IntoDatum for Regclass {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        self.0.into_datum()
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::REGCLASSOID
+    }
+}
+
+pgrx::impl_sql_translatable!(Regclass, "regclass");
+
+// SAFETY: a regclass argument is an Oid passed by value; `unbox_arg_using_from_datum` reads it
+// through the FromDatum impl above.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regclass {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("regclass argument {index} must not be null"))
+    }
+}
+
+// SAFETY: returns the Oid by value, as PostgreSQL expects for regclass.
+unsafe impl pgrx::callconv::BoxRet for Regclass {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        match self.into_datum() {
+            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
+            None => fcinfo.return_null(),
+        }
+    }
+}
