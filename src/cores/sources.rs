@@ -43,11 +43,11 @@ impl TypeClass {
 impl fmt::Display for TypeClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            TypeClass::Integer => "an integer type (smallint, integer or bigint)",
+            TypeClass::Integer => "an integer type: smallint, integer or bigint",
             TypeClass::Number => {
-                "a numeric type (smallint, integer, bigint, real, double precision or numeric)"
+                "a numeric type: smallint, integer, bigint, real, double precision or numeric"
             }
-            TypeClass::Text => "a text type (text, character varying or character)",
+            TypeClass::Text => "a text type: text, character varying or character",
             TypeClass::Boolean => "boolean",
             TypeClass::Timestamptz => "timestamp with time zone",
         })
@@ -181,7 +181,7 @@ pub fn relkind_allowed(relkind: char) -> bool {
 pub enum SourceError {
     #[error("unknown source role \"{0}\"")]
     UnknownRole(String),
-    #[error("relation {relation} cannot be the \"{role}\" source: it is a {kind}, not a table, view, materialized view or foreign table")]
+    #[error("relation {relation} cannot be the \"{role}\" source: it is {kind}, not a table, view, materialized view or foreign table")]
     WrongRelkind {
         role: &'static str,
         relation: String,
@@ -244,7 +244,7 @@ pub fn describe_columns(role: Role) -> String {
 fn short_class(class: TypeClass) -> &'static str {
     match class {
         TypeClass::Integer => "integer",
-        TypeClass::Number => "numeric",
+        TypeClass::Number => "number",
         TypeClass::Text => "text",
         TypeClass::Boolean => "boolean",
         TypeClass::Timestamptz => "timestamptz",
@@ -280,19 +280,19 @@ pub fn check_columns(role: Role, relation: &str, columns: &[Column]) -> Result<(
     Ok(())
 }
 
-/// Human name of a relkind, for the wrong-kind message.
+/// Human name of a relkind with its article, for the wrong-kind message.
 pub fn relkind_name(relkind: char) -> &'static str {
     match relkind {
-        'r' => "table",
-        'p' => "partitioned table",
-        'v' => "view",
-        'm' => "materialized view",
-        'f' => "foreign table",
-        'i' | 'I' => "index",
-        'S' => "sequence",
-        'c' => "composite type",
-        't' => "TOAST table",
-        _ => "relation of an unsupported kind",
+        'r' => "a table",
+        'p' => "a partitioned table",
+        'v' => "a view",
+        'm' => "a materialized view",
+        'f' => "a foreign table",
+        'i' | 'I' => "an index",
+        'S' => "a sequence",
+        'c' => "a composite type",
+        't' => "a TOAST table",
+        _ => "a relation of an unsupported kind",
     }
 }
 
@@ -421,7 +421,8 @@ mod tests {
         for k in ['i', 'S', 'c', 't', 'I'] {
             assert!(!relkind_allowed(k), "{k}");
         }
-        assert_eq!(relkind_name('S'), "sequence");
+        assert_eq!(relkind_name('S'), "a sequence");
+        assert_eq!(relkind_name('i'), "an index");
     }
 
     #[test]

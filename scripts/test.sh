@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# `make test`: every test layer, in order, failing on the first failure.
+#   1. core      plain Rust #[test]s of src/cores (no PostgreSQL)
+#   2. pg_test   #[pg_test]s inside a PostgreSQL that cargo-pgrx starts (as the postgres user)
+#   3. regress   SQL files in tests/regress run by pg_regress against a throwaway cluster,
+#                plus a check that the 0.1.0 install script matches the frozen sql/ copy
+# Prints each runner's summary and a closing total.
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+"$ROOT/scripts/deps.sh"
+
+LOGS="$(pg_dir .test)"
+chmod 755 "$LOGS"
+TEST_PORT="${TEST_PORT:-55433}"
+declare -A PASSED=([core]=0 [pg_test]=0 [regress]=0)
+# LAYERS="regress" make test   runs a subset while developing; CI runs all three.
+LAYERS="${LAYERS:-core pg_test regress}"
+want() { [[ " $LAYERS " == *" $1 "* ]]; }
+
+# The demo cluster maps the installed library; replacing the file under it can crash it.
+if [ -f "$ROOT/.demo/data/PG_VERSION" ]; then
+    say "stopping the demo cluster (its library is about to be replaced; make demo restarts it)"
+    "$ROOT/scripts/cluster.sh" stop .demo
+fi
+
+count_cargo() { grep -E '^test result: ok\.' "$1" | awk '{s += $4} END {print s + 0}'; }
+
+if want core; then
+say "layer 1/3: core unit and property tests (cargo test --lib cores::)"
+cargo test --lib cores:: 2>&1 | tee "$LOGS/core.log" | grep -E '^(test result|running|error|failures|---- )' || true
+[ "${PIPESTATUS[0]}" -eq 0 ] || die "core tests failed (log: $LOGS/core.log)"
+PASSED[core]=$(count_cargo "$LOGS/core.log")
+fi
+
+if want pg_test; then
+say "layer 2/3: #[pg_test]s (cargo pgrx test pg${PG_MAJOR} --runas postgres)"
+PGRX_DATA="$LOGS/pgrx-data"
+own_dir "$PGRX_DATA"
+set +e
+cargo pgrx test "pg${PG_MAJOR}" "tests::pg_" --runas postgres --pgdata "$PGRX_DATA" >"$LOGS/pg_test.log" 2>&1
+rc=$?
+set -e
+grep -E '^(test |test result)' "$LOGS/pg_test.log" | grep -v '^test result: ok. 0 passed' || true
+if [ "$rc" -ne 0 ]; then
+    grep -E 'Client Error' -A6 "$LOGS/pg_test.log" | head -60 || true
+    die "pg_test layer failed (log: $LOGS/pg_test.log)"
+fi
+PASSED[pg_test]=$(count_cargo "$LOGS/pg_test.log")
+fi
+
+if want regress; then
+say "layer 3/3: SQL regression tests (pg_regress)"
+SUDO_FLAG=""; [ "$(id -u)" = 0 ] || SUDO_FLAG="--sudo"
+cargo pgrx install $SUDO_FLAG --pg-config "$PG_CONFIG" >"$LOGS/install.log" 2>&1 \
+    || { tail -30 "$LOGS/install.log"; die "cargo pgrx install failed"; }
+"$ROOT/scripts/check-sql-frozen.sh"
+"$ROOT/scripts/cluster.sh" start .test/cluster "$TEST_PORT" \
+    "timezone = 'UTC'"
+trap '"$ROOT/scripts/cluster.sh" stop .test/cluster >/dev/null' EXIT
+SOCK="$("$ROOT/scripts/cluster.sh" sockdir .test/cluster)"
+OUT="$LOGS/regress"
+rm -rf "$OUT"; mkdir -p "$OUT"
+set +e
+"$(dirname "$PG_CONFIG")/../lib/pgxs/src/test/regress/pg_regress" \
+    --bindir="$PG_BIN" --host="$SOCK" --port="$TEST_PORT" --user=postgres \
+    --inputdir="$ROOT/tests/regress" --outputdir="$OUT" --dbname=opsmeter_regress \
+    --schedule="$ROOT/tests/regress/schedule" 2>&1 | tee "$LOGS/regress.log"
+rc=${PIPESTATUS[0]}
+set -e
+if [ "$rc" -ne 0 ]; then
+    [ -f "$OUT/regression.diffs" ] && head -80 "$OUT/regression.diffs"
+    die "pg_regress failed (diffs: $OUT/regression.diffs)"
+fi
+PASSED[regress]=$(grep -cE '\.\.\. ok' "$LOGS/regress.log" || true)
+fi
+
+total=$(( PASSED[core] + PASSED[pg_test] + PASSED[regress] ))
+echo
+echo "core: ${PASSED[core]} passed; pg_test: ${PASSED[pg_test]} passed; regress: ${PASSED[regress]} passed"
+echo "opsmeter: ${total} passed, 0 failed"
