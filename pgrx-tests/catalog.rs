@@ -9,7 +9,27 @@ mod tests {
 
     /// Functions that run no SQL and so need no pinned search_path. Keep this list short and
     /// justified: each entry is pure computation on its arguments.
-    const PURE: &[&str] = &["opsmeter_version"];
+    const PURE: &[&str] = &[
+        "opsmeter_version",
+        "ops_sketch",
+        "ops_sketch_in",
+        "ops_sketch_out",
+        "ops_sketch_recv",
+        "ops_sketch_send",
+        "ops_sketch_trans",
+        "ops_sketch_combine",
+        "ops_sketch_final",
+        "ops_sketch_merge",
+        "ops_sketch_alpha",
+        "ops_quantile",
+        "ops_quantiles",
+        "ops_rank",
+        "ops_count",
+        "ops_sum",
+        "ops_mean",
+        "ops_min",
+        "ops_max",
+    ];
 
     fn list(sql: &str) -> Vec<String> {
         Spi::connect(|c| {
@@ -68,6 +88,30 @@ mod tests {
         assert!(
             unexpected.is_empty(),
             "functions without pinned search_path: {unexpected:?}"
+        );
+    }
+
+    #[pg_test]
+    fn aggregates_have_real_transition_types_and_combine_functions() {
+        // Citus pushes partial aggregation to shards only for a combine function and a
+        // transition type that is not a pseudo-type (internal would ship every raw row).
+        let bad = list(&format!(
+            "SELECT a.aggfnoid::regprocedure::text {MEMBERS}
+               JOIN pg_aggregate a ON a.aggfnoid = d.objid AND d.classid = 'pg_proc'::regclass
+               JOIN pg_type t ON t.oid = a.aggtranstype
+              WHERE t.typtype = 'p' OR a.aggcombinefn = 0
+                 OR (SELECT proparallel FROM pg_proc WHERE oid = a.aggfnoid) <> 's'"
+        ));
+        assert!(bad.is_empty(), "{bad:?}");
+        let n = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) {MEMBERS}
+               JOIN pg_aggregate a ON a.aggfnoid = d.objid AND d.classid = 'pg_proc'::regclass"
+        ))
+        .unwrap();
+        assert_eq!(
+            n,
+            Some(3),
+            "ops_sketch(float8), ops_sketch(float8, float8), ops_sketch_merge"
         );
     }
 

@@ -3,7 +3,8 @@
 #   1. core      plain Rust #[test]s of src/cores (no PostgreSQL)
 #   2. pg_test   #[pg_test]s inside a PostgreSQL that cargo-pgrx starts (as the postgres user)
 #   3. regress   SQL files in tests/regress run by pg_regress against a throwaway cluster,
-#                plus a check that the 0.1.0 install script matches the frozen sql/ copy
+#                plus: the install script matches its frozen sql/ copy, a pg_dump/restore
+#                round trip, and every frozen old version upgrades to a fresh install's catalog
 # Prints each runner's summary and a closing total.
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -73,6 +74,25 @@ if [ "$rc" -ne 0 ]; then
     die "pg_regress failed (diffs: $OUT/regression.diffs)"
 fi
 PASSED[regress]=$(grep -cE '\.\.\. ok' "$LOGS/regress.log" || true)
+
+# pg_dump/restore of the regression database: stored sketches and the extension's tables
+# survive (the sketch file leaves table sketch_dump_check behind for this).
+PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$TEST_PORT" -U postgres)
+"$PG_BIN/pg_dump" -h "$SOCK" -p "$TEST_PORT" -U postgres opsmeter_regress >"$LOGS/regress-dump.sql"
+"${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_restore" -c "CREATE DATABASE opsmeter_restore"
+"${PSQL[@]}" -d opsmeter_restore -f "$LOGS/regress-dump.sql" >"$LOGS/restore.log" 2>&1 \
+    || { tail -20 "$LOGS/restore.log"; die "restoring the pg_dump of the regression database failed"; }
+q="SELECT id, s::text, ops_quantile(s, 0.99) FROM sketch_dump_check ORDER BY id"
+if diff <("${PSQL[@]}" -d opsmeter_regress -Atc "$q") <("${PSQL[@]}" -d opsmeter_restore -Atc "$q") >/dev/null \
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM sketch_dump_check")" -gt 0 ]; then
+    echo "test pg_dump/restore                ... ok"
+    PASSED[regress]=$(( PASSED[regress] + 1 ))
+else
+    die "sketches differ after pg_dump/restore"
+fi
+
+"$ROOT/scripts/check-upgrade.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/upgrade.log"
+PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/upgrade.log") ))
 fi
 
 total=$(( PASSED[core] + PASSED[pg_test] + PASSED[regress] ))

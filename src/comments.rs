@@ -9,7 +9,29 @@ COMMENT ON FUNCTION opsmeter_version() IS 'opsmeter: version of the loaded opsme
 COMMENT ON FUNCTION ops_set_source(text, regclass) IS 'opsmeter: point a source role (groups, usage_logs, error_logs, log_records) at a table or view, checking the columns the role needs';
 COMMENT ON FUNCTION ops_reset_source(text) IS 'opsmeter: point a source role back at the extension''s own table opsmeter.<role>';
 COMMENT ON FUNCTION ops_sources() IS 'opsmeter: every source role, the relation serving it, whether it is the default, and whether it passes its checks now';
+COMMENT ON TYPE ops_sketch IS 'opsmeter: mergeable relative-error quantile sketch (DDSketch family); text form ddsk1:<base64>';
+COMMENT ON FUNCTION ops_sketch_in(cstring) IS 'opsmeter: ops_sketch text input (ddsk1:<base64 of the compact encoding>)';
+COMMENT ON FUNCTION ops_sketch_out(ops_sketch) IS 'opsmeter: ops_sketch text output; round-trips exactly';
+COMMENT ON FUNCTION ops_sketch_recv(internal) IS 'opsmeter: ops_sketch binary input (validated compact encoding)';
+COMMENT ON FUNCTION ops_sketch_send(ops_sketch) IS 'opsmeter: ops_sketch binary output (compact encoding)';
+COMMENT ON FUNCTION ops_sketch_trans(ops_sketch, float8) IS 'opsmeter: aggregate support for ops_sketch(value): adds a value, in place inside an aggregate';
+COMMENT ON FUNCTION ops_sketch_trans(ops_sketch, float8, float8) IS 'opsmeter: aggregate support for ops_sketch(value, alpha): adds a value, in place inside an aggregate';
+COMMENT ON FUNCTION ops_sketch_combine(ops_sketch, ops_sketch) IS 'opsmeter: aggregate support: merges the second sketch into the first (exact)';
+COMMENT ON FUNCTION ops_sketch_final(ops_sketch) IS 'opsmeter: aggregate support: compact form of a sketch state';
+COMMENT ON AGGREGATE ops_sketch(float8) IS 'opsmeter: sketch of the non-NULL values at alpha 0.005 (quantiles within 0.5% of percentile_disc); parallel safe, distributable';
+COMMENT ON AGGREGATE ops_sketch(float8, float8) IS 'opsmeter: sketch of the non-NULL values at relative accuracy alpha (0.0001 .. 0.1)';
+COMMENT ON AGGREGATE ops_sketch_merge(ops_sketch) IS 'opsmeter: exact merge of stored sketches (hourly to daily to monthly; all of one alpha)';
+COMMENT ON FUNCTION ops_quantile(ops_sketch, float8) IS 'opsmeter: value at quantile q in [0, 1], within alpha of percentile_disc(q), clamped to [min, max]';
+COMMENT ON FUNCTION ops_quantiles(ops_sketch, float8[]) IS 'opsmeter: ops_quantile for each q of an array';
+COMMENT ON FUNCTION ops_rank(ops_sketch, float8) IS 'opsmeter: estimated share of values <= value (for SLOs such as the share of requests under 2 s)';
+COMMENT ON FUNCTION ops_count(ops_sketch) IS 'opsmeter: exact number of values in the sketch';
+COMMENT ON FUNCTION ops_sum(ops_sketch) IS 'opsmeter: exact sum of the values, correctly rounded to float8';
+COMMENT ON FUNCTION ops_mean(ops_sketch) IS 'opsmeter: exact mean of the values';
+COMMENT ON FUNCTION ops_min(ops_sketch) IS 'opsmeter: exact minimum';
+COMMENT ON FUNCTION ops_max(ops_sketch) IS 'opsmeter: exact maximum';
+COMMENT ON FUNCTION ops_sketch_alpha(ops_sketch) IS 'opsmeter: relative accuracy alpha the sketch was built with';
 "#,
     name = "comments",
-    finalize
+    finalize,
+    requires = ["ops_sketch_type"]
 );

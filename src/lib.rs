@@ -11,6 +11,7 @@ mod comments;
 mod error;
 mod gucs;
 mod schema;
+mod sketch;
 mod sources;
 mod types;
 mod version;

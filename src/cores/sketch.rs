@@ -1,0 +1,2797 @@
+//! DDSketch-family relative-error quantile sketch (pure Rust core, no pgrx).
+//!
+//! # Model
+//! * `alpha` (α) in `[1e-4, 0.1]`, default `0.005`; γ = (1+α)/(1−α).
+//! * A value `x != 0` goes to bucket `i = ceil(ln|x| / ln γ)` of the positive store
+//!   (x > 0) or of the negative store (x < 0, indexed by |x|). Bucket `i` covers
+//!   `(γ^(i-1), γ^i]`; its representative is `2·γ^i/(γ+1) = γ^i·(1−α)`, which is
+//!   within relative error α of every value in the bucket.
+//! * Only exact `0.0` / `-0.0` go to the zero count. Subnormal magnitudes are
+//!   bucketed normally (`ln` is exact enough for them); for them the estimate
+//!   carries an extra absolute error of at most one subnormal ulp (2^-1074)
+//!   because the representative itself must be rounded to a subnormal. All
+//!   normal magnitudes (1e-300 .. f64::MAX) keep the α guarantee (up to ~1e-13
+//!   relative floating-point slack at bucket boundaries).
+//! * `-0.0` is normalised to `+0.0` (so `min`/`max` are order independent).
+//! * NaN and ±∞ are rejected. Buckets are never collapsed.
+//! * count, min, max and the SUM are exact. The sum is a fixed-point
+//!   superaccumulator (68 limbs of 32 bits stored in `i64`, lazily carried) that
+//!   covers every finite f64 times any u64 count, so merging is exactly
+//!   associative and commutative (byte-identical encodings).
+//!
+//! # Representations
+//! 1. [`Sketch`]: owned, sparse sorted bucket vectors.
+//! 2. Working buffer: a flat, in-place-updatable byte layout in a caller-owned
+//!    `&mut [u8]` (no alignment requirement), see [`working_add`].
+//! 3. Compact canonical binary encoding ([`Sketch::encode`]) and text form
+//!    ([`Sketch::to_text`]).
+#![allow(clippy::needless_range_loop)]
+
+use thiserror::Error;
+
+/// Version byte of the compact encoding (first byte of [`Sketch::encode`]).
+pub const FORMAT_VERSION: u8 = 1;
+/// First byte of a working buffer (distinct from [`FORMAT_VERSION`]).
+pub const WORKING_MAGIC: u8 = 0xD5;
+const WORKING_LAYOUT: u8 = 1;
+/// Default relative accuracy.
+pub const DEFAULT_ALPHA: f64 = 0.005;
+/// Smallest accepted alpha.
+pub const MIN_ALPHA: f64 = 1e-4;
+/// Largest accepted alpha.
+pub const MAX_ALPHA: f64 = 0.1;
+/// Prefix of the text form.
+pub const TEXT_PREFIX: &str = "ddsk1:";
+
+/// Errors of the sketch core.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum SketchError {
+    #[error("value {} is not allowed; ops_sketch accepts finite numbers", pg_float(*.0))]
+    InvalidValue(f64),
+    #[error("alpha must be between 0.0001 and 0.1, got {0}")]
+    AlphaOutOfRange(f64),
+    #[error("cannot merge sketches with different alpha ({left} and {right})")]
+    AlphaMismatch { left: f64, right: f64 },
+    #[error("q must be between 0 and 1, got {0}")]
+    QuantileOutOfRange(f64),
+    #[error("corrupt sketch: {0}")]
+    Corrupt(String),
+    #[error("invalid sketch text: {0}")]
+    Parse(String),
+    #[error("unsupported sketch format version {0} (this build reads version 1)")]
+    UnsupportedVersion(u8),
+    #[error("sketch count overflows 64 bits")]
+    CountOverflow,
+    #[error("working buffer too small: need {need} bytes, got {got}")]
+    BufferTooSmall { need: usize, got: usize },
+}
+
+/// A float as PostgreSQL prints it (`NaN`, `Infinity`, `-Infinity`), for messages.
+fn pg_float(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        x.to_string()
+    }
+}
+
+/// Error of the in-place working-buffer operations.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum AddError {
+    /// Invalid input (NaN/inf), corrupt buffer, alpha mismatch, overflow.
+    #[error(transparent)]
+    Sketch(#[from] SketchError),
+    /// The value's bucket lies outside the buffer's index window and the buffer
+    /// has no spare capacity. Allocate a buffer of at least `min_len` bytes
+    /// (`suggested_len` includes slack for amortised growth), call
+    /// [`working_grow`], and retry the operation.
+    #[error("working buffer must grow to at least {min_len} bytes (suggested {suggested_len})")]
+    NeedsGrow {
+        min_len: usize,
+        suggested_len: usize,
+    },
+}
+
+fn corrupt<T>(msg: impl Into<String>) -> Result<T, SketchError> {
+    Err(SketchError::Corrupt(msg.into()))
+}
+
+// ---------------------------------------------------------------------------
+// Parameters and index mapping
+// ---------------------------------------------------------------------------
+
+/// Smallest positive subnormal.
+const TINY: f64 = f64::from_bits(1);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Params {
+    alpha: f64,
+    ln_gamma: f64,
+    inv_ln_gamma: f64,
+    /// ln(1 - alpha) = ln(2/(γ+1)).
+    ln_rep: f64,
+    kmin: i32,
+    kmax: i32,
+}
+
+#[inline(always)]
+fn index_of(mag: f64, inv_ln_gamma: f64) -> i32 {
+    // ceil without a libm call (baseline x86_64 has no SSE4.1 roundsd);
+    // |t| < 2^31 for every finite mag and valid alpha, `as` saturates anyway.
+    let t = mag.ln() * inv_ln_gamma;
+    let i = t as i32;
+    i.saturating_add(((i as f64) < t) as i32)
+}
+
+fn index_bounds(inv_ln_gamma: f64) -> (i64, i64) {
+    (
+        index_of(TINY, inv_ln_gamma) as i64,
+        index_of(f64::MAX, inv_ln_gamma) as i64,
+    )
+}
+
+impl Params {
+    fn new(alpha: f64) -> Result<Self, SketchError> {
+        if !(MIN_ALPHA..=MAX_ALPHA).contains(&alpha) {
+            return Err(SketchError::AlphaOutOfRange(alpha));
+        }
+        let ln_gamma = alpha.ln_1p() - (-alpha).ln_1p();
+        let inv = 1.0 / ln_gamma;
+        let (kmin, kmax) = index_bounds(inv);
+        Ok(Params {
+            alpha,
+            ln_gamma,
+            inv_ln_gamma: inv,
+            ln_rep: (-alpha).ln_1p(),
+            kmin: kmin as i32,
+            kmax: kmax as i32,
+        })
+    }
+
+    /// Representative magnitude of bucket `idx` (never 0, may be +inf for the
+    /// very last bucket; callers clamp to [min, max]).
+    #[inline]
+    fn rep(&self, idx: i32) -> f64 {
+        (idx as f64 * self.ln_gamma + self.ln_rep).exp().max(TINY)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Exact sum (fixed-point superaccumulator)
+// ---------------------------------------------------------------------------
+
+/// Number of 32-bit limbs. Bit 0 has weight 2^-1074; finite |x| < 2^2098 units;
+/// |sum| < 2^(2098+64) units; 68*32 = 2176 bits leaves room for the sign.
+const LIMBS: usize = 68;
+const LIMB_MASK: i64 = 0xFFFF_FFFF;
+/// Normalise after this many un-carried additions (each adds < 2^32 per limb).
+const PENDING_LIMIT: u32 = 1 << 30;
+/// |x| < 2^MAX_VALUE_BITS units for every finite x.
+const MAX_VALUE_BITS: u32 = 2098;
+
+#[inline(always)]
+fn decompose(x: f64) -> (u64, u32) {
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as u32;
+    let frac = bits & ((1u64 << 52) - 1);
+    if exp == 0 {
+        (frac, 0)
+    } else {
+        (frac | (1u64 << 52), exp - 1)
+    }
+}
+
+/// Limb position and signed limb contributions of a finite x.
+#[inline(always)]
+fn sum_parts(x: f64) -> (usize, [i64; 3]) {
+    let (m, p) = decompose(x);
+    let k = (p / 32) as usize;
+    let v = (m as u128) << (p % 32);
+    let l0 = (v as u64 as i64) & LIMB_MASK;
+    let l1 = ((v >> 32) as u64 as i64) & LIMB_MASK;
+    let l2 = ((v >> 64) as u64 as i64) & LIMB_MASK;
+    if x.is_sign_negative() {
+        (k, [-l0, -l1, -l2])
+    } else {
+        (k, [l0, l1, l2])
+    }
+}
+
+fn normalize_limbs(l: &mut [i64; LIMBS]) {
+    let mut carry: i64 = 0;
+    for i in 0..LIMBS - 1 {
+        let v = l[i].wrapping_add(carry);
+        l[i] = v & LIMB_MASK;
+        carry = v >> 32;
+    }
+    l[LIMBS - 1] = l[LIMBS - 1].wrapping_add(carry);
+}
+
+/// Sign and magnitude digits of normalized limbs.
+fn sign_magnitude(l: &[i64; LIMBS]) -> (bool, [u32; LIMBS]) {
+    let neg = l[LIMBS - 1] < 0;
+    let mut t = *l;
+    if neg {
+        for v in t.iter_mut() {
+            *v = v.wrapping_neg();
+        }
+        normalize_limbs(&mut t);
+    }
+    let mut mag = [0u32; LIMBS];
+    for i in 0..LIMBS {
+        mag[i] = t[i] as u32;
+    }
+    (neg, mag)
+}
+
+fn from_sign_magnitude(neg: bool, mag: &[u32; LIMBS]) -> [i64; LIMBS] {
+    let mut l = [0i64; LIMBS];
+    for i in 0..LIMBS {
+        let v = mag[i] as i64;
+        l[i] = if neg { -v } else { v };
+    }
+    normalize_limbs(&mut l);
+    l
+}
+
+/// Position of the highest set bit of a magnitude (None if zero).
+fn mag_top_bit(mag: &[u32; LIMBS]) -> Option<u32> {
+    let t = mag.iter().rposition(|&d| d != 0)?;
+    Some(t as u32 * 32 + (31 - mag[t].leading_zeros()))
+}
+
+/// Fraction below the unit (2^-1074) for rounding a quotient.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Frac {
+    Zero,
+    Below,
+    Half,
+    Above,
+}
+
+fn pow2(e: i32) -> f64 {
+    // valid for e in [-1022, 1023]
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
+
+/// `x * 2^e` for an integer-valued x <= 2^53 where the result is exactly
+/// representable or overflows.
+fn ldexp(mut x: f64, mut e: i32) -> f64 {
+    while e > 1023 {
+        x *= pow2(1023);
+        e -= 1023;
+        if x.is_infinite() {
+            return x;
+        }
+    }
+    if e < -1022 {
+        x *= pow2(-1022);
+        e += 1022;
+    }
+    x * pow2(e)
+}
+
+fn mag_bit(mag: &[u32; LIMBS], b: u32) -> bool {
+    let w = (b / 32) as usize;
+    w < LIMBS && (mag[w] >> (b % 32)) & 1 == 1
+}
+
+fn mag_any_below(mag: &[u32; LIMBS], b: u32) -> bool {
+    let w = (b / 32) as usize;
+    if mag[..w.min(LIMBS)].iter().any(|&d| d != 0) {
+        return true;
+    }
+    w < LIMBS && (mag[w] & ((1u32 << (b % 32)) - 1)) != 0
+}
+
+/// Correctly rounded (nearest, ties to even) conversion of
+/// `±(mag + frac) * 2^-1074` to f64.
+fn mag_to_f64(neg: bool, mag: &[u32; LIMBS], frac: Frac) -> f64 {
+    let r = match mag_top_bit(mag) {
+        None => {
+            if frac == Frac::Above {
+                TINY
+            } else {
+                0.0
+            }
+        }
+        Some(h) => {
+            let s = h.saturating_sub(52);
+            let w = (s / 32) as usize;
+            let mut acc: u128 = 0;
+            for j in 0..3 {
+                if w + j < LIMBS {
+                    acc |= (mag[w + j] as u128) << (32 * j);
+                }
+            }
+            let keep = ((acc >> (s % 32)) as u64) & ((1u64 << 53) - 1);
+            let up = if s == 0 {
+                match frac {
+                    Frac::Zero | Frac::Below => false,
+                    Frac::Above => true,
+                    Frac::Half => keep & 1 == 1,
+                }
+            } else {
+                let half = mag_bit(mag, s - 1);
+                let sticky = frac != Frac::Zero || mag_any_below(mag, s - 1);
+                half && (sticky || keep & 1 == 1)
+            };
+            ldexp((keep + up as u64) as f64, s as i32 - 1074)
+        }
+    };
+    if neg {
+        -r
+    } else {
+        r
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ExactSum {
+    limbs: [i64; LIMBS],
+    pending: u32,
+}
+
+impl PartialEq for ExactSum {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalized() == other.normalized()
+    }
+}
+
+impl ExactSum {
+    fn new() -> Self {
+        ExactSum {
+            limbs: [0; LIMBS],
+            pending: 0,
+        }
+    }
+
+    #[inline]
+    fn bump(&mut self) {
+        self.pending += 1;
+        if self.pending >= PENDING_LIMIT {
+            self.normalize();
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, x: f64) {
+        let (k, p) = sum_parts(x);
+        for j in 0..3 {
+            self.limbs[k + j] = self.limbs[k + j].wrapping_add(p[j]);
+        }
+        self.bump();
+    }
+
+    fn add_n(&mut self, x: f64, n: u64) {
+        let (m, p) = decompose(x);
+        let k = (p / 32) as usize;
+        let sh = p % 32;
+        let prod = (m as u128) * (n as u128);
+        let neg = x.is_sign_negative();
+        for j in 0..5usize {
+            let chunk = if j == 0 {
+                ((prod << sh) as u64 as i64) & LIMB_MASK
+            } else {
+                (prod.checked_shr(32 * j as u32 - sh).unwrap_or(0) as u64 as i64) & LIMB_MASK
+            };
+            if k + j < LIMBS {
+                let c = if neg { -chunk } else { chunk };
+                self.limbs[k + j] = self.limbs[k + j].wrapping_add(c);
+            }
+        }
+        self.bump();
+    }
+
+    fn normalize(&mut self) {
+        normalize_limbs(&mut self.limbs);
+        self.pending = 0;
+    }
+
+    fn normalized(&self) -> [i64; LIMBS] {
+        let mut l = self.limbs;
+        normalize_limbs(&mut l);
+        l
+    }
+
+    fn add_sum(&mut self, other: &ExactSum) {
+        self.normalize();
+        let o = other.normalized();
+        for i in 0..LIMBS {
+            self.limbs[i] = self.limbs[i].wrapping_add(o[i]);
+        }
+        self.normalize();
+    }
+
+    fn to_f64(&self) -> f64 {
+        let (neg, mag) = sign_magnitude(&self.normalized());
+        mag_to_f64(neg, &mag, Frac::Zero)
+    }
+
+    /// Correctly rounded exact sum / n (n > 0).
+    fn mean(&self, n: u64) -> f64 {
+        let (neg, mag) = sign_magnitude(&self.normalized());
+        let d = n as u128;
+        let mut q = [0u32; LIMBS];
+        let mut r: u128 = 0;
+        for i in (0..LIMBS).rev() {
+            let cur = (r << 32) | mag[i] as u128;
+            q[i] = (cur / d) as u32;
+            r = cur % d;
+        }
+        let frac = if r == 0 {
+            Frac::Zero
+        } else {
+            match (2 * r).cmp(&d) {
+                std::cmp::Ordering::Less => Frac::Below,
+                std::cmp::Ordering::Equal => Frac::Half,
+                std::cmp::Ordering::Greater => Frac::Above,
+            }
+        };
+        mag_to_f64(neg, &q, frac)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Owned sketch
+// ---------------------------------------------------------------------------
+
+/// Sparse store: sorted by index, counts > 0.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+struct Store {
+    bins: Vec<(i32, u64)>,
+}
+
+impl Store {
+    #[inline]
+    fn add(&mut self, idx: i32, n: u64) {
+        if let Some(last) = self.bins.last_mut() {
+            if last.0 == idx {
+                last.1 = last.1.wrapping_add(n);
+                return;
+            }
+        }
+        match self.bins.binary_search_by_key(&idx, |b| b.0) {
+            Ok(p) => self.bins[p].1 = self.bins[p].1.wrapping_add(n),
+            Err(p) => self.bins.insert(p, (idx, n)),
+        }
+    }
+
+    fn merge(&mut self, other: &Store) {
+        if other.bins.is_empty() {
+            return;
+        }
+        let a = std::mem::take(&mut self.bins);
+        let b = &other.bins;
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            match a[i].0.cmp(&b[j].0) {
+                std::cmp::Ordering::Less => {
+                    out.push(a[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(b[j]);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    out.push((a[i].0, a[i].1.wrapping_add(b[j].1)));
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        out.extend_from_slice(&a[i..]);
+        out.extend_from_slice(&b[j..]);
+        self.bins = out;
+    }
+
+    fn range(&self) -> Option<(i64, i64)> {
+        Some((self.bins.first()?.0 as i64, self.bins.last()?.0 as i64))
+    }
+}
+
+/// Owned quantile sketch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sketch {
+    p: Params,
+    count: u64,
+    /// +inf when empty
+    min: f64,
+    /// -inf when empty
+    max: f64,
+    zero: u64,
+    sum: ExactSum,
+    neg: Store,
+    pos: Store,
+}
+
+impl Default for Sketch {
+    fn default() -> Self {
+        Sketch::with_params(Params::new(DEFAULT_ALPHA).unwrap_or(Params {
+            alpha: DEFAULT_ALPHA,
+            ln_gamma: 0.0,
+            inv_ln_gamma: 0.0,
+            ln_rep: 0.0,
+            kmin: 0,
+            kmax: 0,
+        }))
+    }
+}
+
+impl Sketch {
+    fn with_params(p: Params) -> Self {
+        Sketch {
+            p,
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            zero: 0,
+            sum: ExactSum::new(),
+            neg: Store::default(),
+            pos: Store::default(),
+        }
+    }
+
+    /// Empty sketch with relative accuracy `alpha` in `[1e-4, 0.1]`.
+    pub fn new(alpha: f64) -> Result<Self, SketchError> {
+        Ok(Self::with_params(Params::new(alpha)?))
+    }
+
+    pub fn alpha(&self) -> f64 {
+        self.p.alpha
+    }
+
+    /// Add one finite value.
+    pub fn add(&mut self, x: f64) -> Result<(), SketchError> {
+        if !x.is_finite() {
+            return Err(SketchError::InvalidValue(x));
+        }
+        self.count = self
+            .count
+            .checked_add(1)
+            .ok_or(SketchError::CountOverflow)?;
+        self.record(x, 1);
+        self.sum.add(x);
+        Ok(())
+    }
+
+    /// Add `n` copies of a finite value (exactly as `n` calls to `add`).
+    pub fn add_n(&mut self, x: f64, n: u64) -> Result<(), SketchError> {
+        if !x.is_finite() {
+            return Err(SketchError::InvalidValue(x));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.count = self
+            .count
+            .checked_add(n)
+            .ok_or(SketchError::CountOverflow)?;
+        self.record(x, n);
+        self.sum.add_n(x, n);
+        Ok(())
+    }
+
+    #[inline]
+    fn record(&mut self, x: f64, n: u64) {
+        if x == 0.0 {
+            self.zero = self.zero.wrapping_add(n);
+            self.min = self.min.min(0.0);
+            self.max = self.max.max(0.0);
+        } else {
+            let idx = index_of(x.abs(), self.p.inv_ln_gamma);
+            if x > 0.0 {
+                self.pos.add(idx, n);
+            } else {
+                self.neg.add(idx, n);
+            }
+            if x < self.min {
+                self.min = x;
+            }
+            if x > self.max {
+                self.max = x;
+            }
+        }
+    }
+
+    /// Merge `other` into `self`. The result is identical (same encoding) to a
+    /// sketch built from the concatenated input, whatever the merge order.
+    pub fn merge(&mut self, other: &Sketch) -> Result<(), SketchError> {
+        if self.p.alpha.to_bits() != other.p.alpha.to_bits() {
+            return Err(SketchError::AlphaMismatch {
+                left: self.p.alpha,
+                right: other.p.alpha,
+            });
+        }
+        if other.count == 0 {
+            return Ok(());
+        }
+        self.count = self
+            .count
+            .checked_add(other.count)
+            .ok_or(SketchError::CountOverflow)?;
+        self.zero = self.zero.wrapping_add(other.zero);
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum.add_sum(&other.sum);
+        self.neg.merge(&other.neg);
+        self.pos.merge(&other.pos);
+        Ok(())
+    }
+
+    /// Merge two sketches into a new one.
+    pub fn merged(a: &Sketch, b: &Sketch) -> Result<Sketch, SketchError> {
+        let mut r = a.clone();
+        r.merge(b)?;
+        Ok(r)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Number of exact zeros seen.
+    pub fn zero_count(&self) -> u64 {
+        self.zero
+    }
+
+    /// Number of non-empty buckets (both signs, zero count excluded).
+    pub fn num_buckets(&self) -> usize {
+        self.pos.bins.len() + self.neg.bins.len()
+    }
+
+    pub fn min(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.min)
+    }
+
+    pub fn max(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.max)
+    }
+
+    /// Exact sum rounded to nearest f64 (ties to even); ±inf if the exact sum
+    /// is beyond the f64 range.
+    pub fn sum(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum.to_f64())
+    }
+
+    /// Exact sum / count, correctly rounded (never overflows).
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum.mean(self.count))
+    }
+
+    /// Buckets in ascending value order: (unclamped representative, count).
+    fn walk(&self, mut f: impl FnMut(f64, u64) -> bool) {
+        for &(i, c) in self.neg.bins.iter().rev() {
+            if !f(-self.p.rep(i), c) {
+                return;
+            }
+        }
+        if self.zero > 0 && !f(0.0, self.zero) {
+            return;
+        }
+        for &(i, c) in &self.pos.bins {
+            if !f(self.p.rep(i), c) {
+                return;
+            }
+        }
+    }
+
+    #[inline]
+    fn clamp(&self, v: f64) -> f64 {
+        v.max(self.min).min(self.max)
+    }
+
+    /// Estimate of `percentile_disc(q)`: the value of rank
+    /// `r = clamp(ceil(q * n), 1, n)` (computed in f64 exactly like
+    /// PostgreSQL), returned as its bucket representative clamped to
+    /// `[min, max]`; rank 1 returns exactly `min`, rank n exactly `max`.
+    pub fn quantile(&self, q: f64) -> Result<Option<f64>, SketchError> {
+        if !(0.0..=1.0).contains(&q) {
+            return Err(SketchError::QuantileOutOfRange(q));
+        }
+        if self.count == 0 {
+            return Ok(None);
+        }
+        let n = self.count;
+        let r = ((q * n as f64).ceil() as u64).clamp(1, n);
+        if r == 1 {
+            return Ok(Some(self.min));
+        }
+        if r == n {
+            return Ok(Some(self.max));
+        }
+        let mut seen = 0u64;
+        let mut out = self.max;
+        self.walk(|v, c| {
+            seen = seen.saturating_add(c);
+            if seen >= r {
+                out = v;
+                false
+            } else {
+                true
+            }
+        });
+        Ok(Some(self.clamp(out)))
+    }
+
+    /// Several quantiles at once.
+    pub fn quantiles(&self, qs: &[f64]) -> Result<Vec<Option<f64>>, SketchError> {
+        qs.iter().map(|&q| self.quantile(q)).collect()
+    }
+
+    /// Estimated fraction of values `<= v`.
+    ///
+    /// Definition: every value is represented by its bucket's estimate
+    /// `est(x)` (the representative clamped to `[min, max]`, exactly 0 for
+    /// zeros), the same value `quantile` reports; `rank(v)` is the fraction of
+    /// values with `est(x) <= v`. Hence `rank(v) == 0` for `v < min`,
+    /// `rank(v) == 1` for `v >= max`, it is monotone in `v`, and (since
+    /// `|est(x) - x| <= alpha*|x|`) it lies between the exact fractions at
+    /// `v/(1+alpha)` and `v/(1-alpha)` (for negative v the two swap).
+    /// `v` may be ±inf; NaN is an error.
+    pub fn rank(&self, v: f64) -> Result<Option<f64>, SketchError> {
+        if v.is_nan() {
+            return Err(SketchError::InvalidValue(v));
+        }
+        if self.count == 0 {
+            return Ok(None);
+        }
+        if v < self.min {
+            return Ok(Some(0.0));
+        }
+        if v >= self.max {
+            return Ok(Some(1.0));
+        }
+        let mut acc = 0u64;
+        self.walk(|r, c| {
+            if self.clamp(r) <= v {
+                acc = acc.saturating_add(c);
+                true
+            } else {
+                false
+            }
+        });
+        Ok(Some(acc as f64 / self.count as f64))
+    }
+
+    /// Internal consistency checks (used by decode and working_to_sketch).
+    fn validate(&self) -> Result<(), String> {
+        if self.count == 0 {
+            if self.zero != 0
+                || !self.pos.bins.is_empty()
+                || !self.neg.bins.is_empty()
+                || self.sum.normalized() != [0; LIMBS]
+            {
+                return Err("empty sketch with data".into());
+            }
+            return Ok(());
+        }
+        let (min, max) = (self.min, self.max);
+        if !min.is_finite() || !max.is_finite() || min > max {
+            return Err(format!("invalid min/max ({min}, {max})"));
+        }
+        if min.to_bits() == (-0.0f64).to_bits() || max.to_bits() == (-0.0f64).to_bits() {
+            return Err("negative zero min/max".into());
+        }
+        let mut total = self.zero;
+        for store in [&self.neg, &self.pos] {
+            let mut prev: Option<i32> = None;
+            for &(i, c) in &store.bins {
+                if c == 0 {
+                    return Err("empty bucket stored".into());
+                }
+                if i < self.p.kmin || i > self.p.kmax {
+                    return Err(format!("bucket index {i} out of range"));
+                }
+                if prev.is_some_and(|p| p >= i) {
+                    return Err("bucket indices not increasing".into());
+                }
+                prev = Some(i);
+                total = total.checked_add(c).ok_or("bucket counts overflow")?;
+            }
+        }
+        if total != self.count {
+            return Err(format!(
+                "bucket counts sum to {total}, count is {}",
+                self.count
+            ));
+        }
+        if self.zero > 0 && !(min <= 0.0 && max >= 0.0) {
+            return Err("zeros outside [min, max]".into());
+        }
+        let inv = self.p.inv_ln_gamma;
+        match self.neg.range() {
+            None if min < 0.0 => return Err("min < 0 but no negative buckets".into()),
+            Some(_) if min >= 0.0 => return Err("negative buckets but min >= 0".into()),
+            Some((lo, hi)) => {
+                if index_of(-min, inv) as i64 != hi {
+                    return Err("min not in the most negative bucket".into());
+                }
+                if max < 0.0 && index_of(-max, inv) as i64 != lo {
+                    return Err("max not in the least negative bucket".into());
+                }
+            }
+            None => {}
+        }
+        match self.pos.range() {
+            None if max > 0.0 => return Err("max > 0 but no positive buckets".into()),
+            Some(_) if max <= 0.0 => return Err("positive buckets but max <= 0".into()),
+            Some((lo, hi)) => {
+                if index_of(max, inv) as i64 != hi {
+                    return Err("max not in the largest bucket".into());
+                }
+                if min > 0.0 && index_of(min, inv) as i64 != lo {
+                    return Err("min not in the smallest bucket".into());
+                }
+            }
+            None => {}
+        }
+        let norm = self.sum.normalized();
+        let top = norm[LIMBS - 1];
+        if !(i32::MIN as i64..=i32::MAX as i64).contains(&top) {
+            return Err("sum out of range".into());
+        }
+        let (neg, mag) = sign_magnitude(&norm);
+        if let Some(h) = mag_top_bit(&mag) {
+            let bound = MAX_VALUE_BITS + (64 - self.count.leading_zeros());
+            if h >= bound {
+                return Err("sum magnitude impossible for count".into());
+            }
+            if neg && min >= 0.0 {
+                return Err("negative sum of non-negative values".into());
+            }
+            if !neg && max <= 0.0 {
+                return Err("positive sum of non-positive values".into());
+            }
+        } else if min > 0.0 || max < 0.0 {
+            return Err("zero sum of same-signed non-zero values".into());
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // Compact encoding
+    // -----------------------------------------------------------------------
+
+    /// Canonical compact encoding (equal sketches <=> equal bytes):
+    ///
+    /// ```text
+    /// u8      version = 1
+    /// f64 LE  alpha
+    /// varint  count                 (if 0: end of encoding)
+    /// f64 LE  min, f64 LE max
+    /// varint  zero_count
+    /// sum:    varint (n_limbs*2 + negative), then n_limbs x
+    ///         (varint limb_index_gap, varint limb_value 1..2^32-1)
+    ///         sign/magnitude of the exact sum in units of 2^-1074,
+    ///         32-bit limbs, only non-zero limbs, gap = index - (prev_index+1)
+    /// store negative, store positive (negative indexed by |x|):
+    ///         varint n_runs, then per run:
+    ///           first run: zigzag varint start index; later runs:
+    ///           varint gap = start - (prev_run_last + 1), >= 3
+    ///           varint run_len >= 1, run_len x varint count
+    ///         a run starts and ends with a non-zero count and contains
+    ///         at most 2 consecutive zero counts (gaps <= 2 are inlined).
+    /// ```
+    /// varint = unsigned LEB128, minimal length.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + 3 * self.num_buckets());
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&self.p.alpha.to_bits().to_le_bytes());
+        put_varint(&mut out, self.count);
+        if self.count == 0 {
+            return out;
+        }
+        out.extend_from_slice(&self.min.to_bits().to_le_bytes());
+        out.extend_from_slice(&self.max.to_bits().to_le_bytes());
+        put_varint(&mut out, self.zero);
+        let (neg, mag) = sign_magnitude(&self.sum.normalized());
+        let nz: Vec<usize> = (0..LIMBS).filter(|&i| mag[i] != 0).collect();
+        put_varint(&mut out, (nz.len() as u64) * 2 + neg as u64);
+        let mut next = 0usize;
+        for &i in &nz {
+            put_varint(&mut out, (i - next) as u64);
+            put_varint(&mut out, mag[i] as u64);
+            next = i + 1;
+        }
+        encode_store(&mut out, &self.neg);
+        encode_store(&mut out, &self.pos);
+        out
+    }
+
+    /// Decode a compact encoding; validates everything, never panics, and
+    /// never allocates more than O(input length).
+    pub fn decode(bytes: &[u8]) -> Result<Sketch, SketchError> {
+        let mut r = Reader { b: bytes, p: 0 };
+        let version = match r.u8() {
+            Ok(v) => v,
+            Err(_) => return corrupt("empty input"),
+        };
+        if version != FORMAT_VERSION {
+            return Err(SketchError::UnsupportedVersion(version));
+        }
+        let alpha = r.f64()?;
+        let p = match Params::new(alpha) {
+            Ok(p) => p,
+            Err(_) => return corrupt(format!("alpha {alpha} out of range")),
+        };
+        let mut s = Sketch::with_params(p);
+        let count = r.varint()?;
+        if count > 0 {
+            s.count = count;
+            s.min = r.f64()?;
+            s.max = r.f64()?;
+            s.zero = r.varint()?;
+            let h = r.varint()?;
+            let neg = h & 1 == 1;
+            let n = h >> 1;
+            if n > LIMBS as u64 || (n == 0 && neg) {
+                return corrupt("bad sum header");
+            }
+            let mut mag = [0u32; LIMBS];
+            let mut next = 0u64;
+            for _ in 0..n {
+                let gap = r.varint()?;
+                let idx = next.checked_add(gap).filter(|&i| i < LIMBS as u64);
+                let Some(idx) = idx else {
+                    return corrupt("sum limb index out of range");
+                };
+                let v = r.varint()?;
+                if v == 0 || v > u32::MAX as u64 {
+                    return corrupt("bad sum limb");
+                }
+                mag[idx as usize] = v as u32;
+                next = idx + 1;
+            }
+            s.sum.limbs = from_sign_magnitude(neg, &mag);
+            s.neg = decode_store(&mut r, &p)?;
+            s.pos = decode_store(&mut r, &p)?;
+        }
+        if r.p != bytes.len() {
+            return corrupt(format!("{} trailing bytes", bytes.len() - r.p));
+        }
+        s.validate().map_err(SketchError::Corrupt)?;
+        Ok(s)
+    }
+
+    /// Text form: `ddsk1:` + standard padded base64 of [`Sketch::encode`].
+    pub fn to_text(&self) -> String {
+        let mut s = String::from(TEXT_PREFIX);
+        b64_encode_into(&self.encode(), &mut s);
+        s
+    }
+
+    /// Parse the text form (surrounding ASCII whitespace allowed). Every
+    /// failure, including an invalid payload, is reported as
+    /// [`SketchError::Parse`].
+    pub fn from_text(text: &str) -> Result<Sketch, SketchError> {
+        let t = text.trim_matches(|c: char| c.is_ascii_whitespace());
+        let Some(body) = t.strip_prefix(TEXT_PREFIX) else {
+            return Err(SketchError::Parse(format!(
+                "expected text starting with \"{TEXT_PREFIX}\""
+            )));
+        };
+        let bytes = b64_decode(body).map_err(SketchError::Parse)?;
+        Sketch::decode(&bytes).map_err(|e| SketchError::Parse(e.to_string()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Varint / store codec
+// ---------------------------------------------------------------------------
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
+/// Longest run of empty buckets kept inside a run (costs 1 byte each).
+const MAX_INLINE_GAP: i64 = 2;
+
+fn encode_store(out: &mut Vec<u8>, st: &Store) {
+    let bins = &st.bins;
+    // split into runs
+    let mut runs: Vec<(usize, usize)> = Vec::new(); // [start, end) in bins
+    let mut start = 0;
+    for i in 1..=bins.len() {
+        if i == bins.len() || (bins[i].0 as i64 - bins[i - 1].0 as i64 - 1) > MAX_INLINE_GAP {
+            if i > start {
+                runs.push((start, i));
+            }
+            start = i;
+        }
+    }
+    put_varint(out, runs.len() as u64);
+    let mut prev_last: i64 = 0;
+    for (r, &(a, b)) in runs.iter().enumerate() {
+        let first = bins[a].0 as i64;
+        let last = bins[b - 1].0 as i64;
+        if r == 0 {
+            put_varint(out, zigzag(first));
+        } else {
+            put_varint(out, (first - prev_last - 1) as u64);
+        }
+        put_varint(out, (last - first + 1) as u64);
+        let mut expect = first;
+        for &(i, c) in &bins[a..b] {
+            while expect < i as i64 {
+                out.push(0);
+                expect += 1;
+            }
+            put_varint(out, c);
+            expect += 1;
+        }
+        prev_last = last;
+    }
+}
+
+fn decode_store(r: &mut Reader, p: &Params) -> Result<Store, SketchError> {
+    let nruns = r.varint()?;
+    if nruns > (r.remaining() / 3) as u64 {
+        return corrupt("too many runs");
+    }
+    let (kmin, kmax) = (p.kmin as i64, p.kmax as i64);
+    let mut bins = Vec::new();
+    let mut prev_last: i64 = 0;
+    for run in 0..nruns {
+        let start = if run == 0 {
+            unzigzag(r.varint()?)
+        } else {
+            let gap = r.varint()?;
+            if gap < (MAX_INLINE_GAP + 1) as u64 || gap > (kmax - prev_last).max(0) as u64 {
+                return corrupt("bad run gap");
+            }
+            prev_last + 1 + gap as i64
+        };
+        if start < kmin || start > kmax {
+            return corrupt(format!("bucket index {start} out of range"));
+        }
+        let len = r.varint()?;
+        if len == 0 || len > r.remaining() as u64 {
+            return corrupt("bad run length");
+        }
+        let last = start + len as i64 - 1;
+        if last > kmax {
+            return corrupt("run exceeds index range");
+        }
+        let mut zeros = 0;
+        for j in 0..len as i64 {
+            let c = r.varint()?;
+            if c == 0 {
+                zeros += 1;
+                if j == 0 || j == len as i64 - 1 || zeros > MAX_INLINE_GAP {
+                    return corrupt("non-canonical empty buckets in run");
+                }
+            } else {
+                zeros = 0;
+                bins.push(((start + j) as i32, c));
+            }
+        }
+        prev_last = last;
+    }
+    Ok(Store { bins })
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    p: usize,
+}
+
+impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.b.len() - self.p
+    }
+
+    fn u8(&mut self) -> Result<u8, SketchError> {
+        match self.b.get(self.p) {
+            Some(&v) => {
+                self.p += 1;
+                Ok(v)
+            }
+            None => corrupt("unexpected end of data"),
+        }
+    }
+
+    fn f64(&mut self) -> Result<f64, SketchError> {
+        match self.b.get(self.p..self.p + 8) {
+            Some(s) => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(s);
+                self.p += 8;
+                Ok(f64::from_bits(u64::from_le_bytes(a)))
+            }
+            None => corrupt("unexpected end of data"),
+        }
+    }
+
+    fn varint(&mut self) -> Result<u64, SketchError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let byte = self.u8()?;
+            if i == 9 && byte > 1 {
+                return corrupt("varint overflow");
+            }
+            v |= ((byte & 0x7f) as u64) << (7 * i);
+            if byte & 0x80 == 0 {
+                if i > 0 && byte == 0 {
+                    return corrupt("non-minimal varint");
+                }
+                return Ok(v);
+            }
+        }
+        corrupt("varint too long")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Base64 (standard alphabet, padded, strict)
+// ---------------------------------------------------------------------------
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn b64_encode_into(data: &[u8], out: &mut String) {
+    out.reserve(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b1 = chunk.get(1).copied().unwrap_or(0);
+        let b2 = chunk.get(2).copied().unwrap_or(0);
+        let n = (chunk[0] as u32) << 16 | (b1 as u32) << 8 | b2 as u32;
+        out.push(B64[(n >> 18) as usize & 63] as char);
+        out.push(B64[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            B64[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            B64[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+}
+
+fn b64_val(c: u8) -> Option<u32> {
+    match c {
+        b'A'..=b'Z' => Some((c - b'A') as u32),
+        b'a'..=b'z' => Some((c - b'a') as u32 + 26),
+        b'0'..=b'9' => Some((c - b'0') as u32 + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    }
+}
+
+fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return Err("empty base64 payload".into());
+    }
+    if !b.len().is_multiple_of(4) {
+        return Err("base64 length is not a multiple of 4".into());
+    }
+    let nchunks = b.len() / 4;
+    let mut out = Vec::with_capacity(nchunks * 3);
+    for (ci, chunk) in b.chunks_exact(4).enumerate() {
+        let pad = if ci + 1 == nchunks {
+            chunk.iter().rev().take_while(|&&c| c == b'=').count()
+        } else {
+            0
+        };
+        if pad > 2 {
+            return Err("invalid base64 padding".into());
+        }
+        let mut n = 0u32;
+        for (j, &c) in chunk.iter().enumerate() {
+            let v = if j >= 4 - pad {
+                0
+            } else {
+                b64_val(c).ok_or_else(|| {
+                    format!(
+                        "invalid base64 character '{}'",
+                        char::from(c).escape_default()
+                    )
+                })?
+            };
+            n = n << 6 | v;
+        }
+        if (pad == 1 && n & 0xff != 0) || (pad == 2 && n & 0xffff != 0) {
+            return Err("non-canonical base64 padding bits".into());
+        }
+        out.push((n >> 16) as u8);
+        if pad < 2 {
+            out.push((n >> 8) as u8);
+        }
+        if pad < 1 {
+            out.push(n as u8);
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Working buffer
+// ---------------------------------------------------------------------------
+//
+// Layout (native endian, no alignment assumed):
+//   0   u8   WORKING_MAGIC
+//   1   u8   layout version (1)
+//   2..8     reserved (0)
+//   8   f64  alpha
+//   16  f64  1/ln(gamma)
+//   24  u64  count
+//   32  f64  min (+inf when empty)
+//   40  f64  max (-inf when empty)
+//   48  u64  zero count
+//   56  u32  pending un-carried sum additions;  60 u32 reserved
+//   64  i32  positive window first index;       68 u32 positive window length
+//   72  i32  negative window first index;       76 u32 negative window length
+//   80  4 x i32  pending growth request (pos lo, pos hi, neg lo, neg hi; lo>hi = none)
+//   96  68 x i64 sum limbs
+//   640 u64[pos_len] positive counts, then u64[neg_len] negative counts
+// Bytes past the windows are spare capacity (content irrelevant).
+
+const H_MAGIC: usize = 0;
+const H_LAYOUT: usize = 1;
+const H_ALPHA: usize = 8;
+const H_INV: usize = 16;
+const H_COUNT: usize = 24;
+const H_MIN: usize = 32;
+const H_MAX: usize = 40;
+const H_ZERO: usize = 48;
+const H_PENDING: usize = 56;
+const H_POS_OFF: usize = 64;
+const H_POS_LEN: usize = 68;
+const H_NEG_OFF: usize = 72;
+const H_NEG_LEN: usize = 76;
+const H_REQ: usize = 80;
+const H_SUM: usize = 96;
+/// Size of the working-buffer header.
+pub const WORKING_HEADER_LEN: usize = H_SUM + 8 * LIMBS;
+const HEADER: usize = WORKING_HEADER_LEN;
+/// Minimum number of spare slots suggested on growth.
+const MIN_SLACK_SLOTS: u64 = 128;
+
+#[inline(always)]
+fn rd8(b: &[u8], off: usize) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    a
+}
+#[inline(always)]
+fn rd_u64(b: &[u8], off: usize) -> u64 {
+    u64::from_ne_bytes(rd8(b, off))
+}
+#[inline(always)]
+fn rd_i64(b: &[u8], off: usize) -> i64 {
+    i64::from_ne_bytes(rd8(b, off))
+}
+#[inline(always)]
+fn rd_f64(b: &[u8], off: usize) -> f64 {
+    f64::from_bits(rd_u64(b, off))
+}
+#[inline(always)]
+fn rd_u32(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_ne_bytes(a)
+}
+#[inline(always)]
+fn rd_i32(b: &[u8], off: usize) -> i32 {
+    rd_u32(b, off) as i32
+}
+#[inline(always)]
+fn wr_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+#[inline(always)]
+fn wr_i64(b: &mut [u8], off: usize, v: i64) {
+    b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+#[inline(always)]
+fn wr_f64(b: &mut [u8], off: usize, v: f64) {
+    wr_u64(b, off, v.to_bits());
+}
+#[inline(always)]
+fn wr_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// Header length: the smallest valid working buffer (with empty windows).
+pub fn working_min_len() -> usize {
+    HEADER
+}
+
+/// Initialise a working buffer (any length >= [`working_min_len`]; extra
+/// length is used as capacity for the bucket windows).
+pub fn working_init(buf: &mut [u8], alpha: f64) -> Result<(), SketchError> {
+    let p = Params::new(alpha)?;
+    if buf.len() < HEADER {
+        return Err(SketchError::BufferTooSmall {
+            need: HEADER,
+            got: buf.len(),
+        });
+    }
+    buf[..HEADER].fill(0);
+    buf[H_MAGIC] = WORKING_MAGIC;
+    buf[H_LAYOUT] = WORKING_LAYOUT;
+    wr_f64(buf, H_ALPHA, p.alpha);
+    wr_f64(buf, H_INV, p.inv_ln_gamma);
+    wr_f64(buf, H_MIN, f64::INFINITY);
+    wr_f64(buf, H_MAX, f64::NEG_INFINITY);
+    clear_requests(buf);
+    Ok(())
+}
+
+fn clear_requests(buf: &mut [u8]) {
+    for s in 0..2 {
+        wr_u32(buf, H_REQ + 8 * s, 1);
+        wr_u32(buf, H_REQ + 8 * s + 4, 0);
+    }
+}
+
+fn set_request(buf: &mut [u8], store: usize, lo: i64, hi: i64) {
+    wr_u32(buf, H_REQ + 8 * store, lo as i32 as u32);
+    wr_u32(buf, H_REQ + 8 * store + 4, hi as i32 as u32);
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// (first index, length) of the positive and negative windows.
+    win: [(i64, i64); 2],
+    used: usize,
+    kmin: i64,
+    kmax: i64,
+}
+
+impl Layout {
+    fn read(buf: &[u8]) -> Result<Layout, SketchError> {
+        if buf.len() < HEADER {
+            return corrupt("working buffer shorter than its header");
+        }
+        if buf[H_MAGIC] != WORKING_MAGIC || buf[H_LAYOUT] != WORKING_LAYOUT {
+            return corrupt("not a working buffer");
+        }
+        let (kmin, kmax) = index_bounds(rd_f64(buf, H_INV));
+        let mut win = [(0i64, 0i64); 2];
+        for (s, (o, l)) in [(H_POS_OFF, H_POS_LEN), (H_NEG_OFF, H_NEG_LEN)]
+            .into_iter()
+            .enumerate()
+        {
+            let off = rd_i32(buf, o) as i64;
+            let len = rd_u32(buf, l) as i64;
+            if len > 0 && (off < kmin || off + len > kmax + 1) {
+                return corrupt("working window out of index range");
+            }
+            win[s] = (off, len);
+        }
+        let used = HEADER as u64 + 8 * (win[0].1 as u64 + win[1].1 as u64);
+        if used > buf.len() as u64 {
+            return corrupt("working windows exceed buffer");
+        }
+        Ok(Layout {
+            win,
+            used: used as usize,
+            kmin,
+            kmax,
+        })
+    }
+}
+
+/// Bytes of `buf` in use (header + windows).
+pub fn working_used_len(buf: &[u8]) -> Result<usize, SketchError> {
+    Ok(Layout::read(buf)?.used)
+}
+
+/// Alpha of a working buffer.
+pub fn working_alpha(buf: &[u8]) -> Result<f64, SketchError> {
+    Layout::read(buf)?;
+    Ok(rd_f64(buf, H_ALPHA))
+}
+
+/// Value count of a working buffer.
+pub fn working_count(buf: &[u8]) -> Result<u64, SketchError> {
+    Layout::read(buf)?;
+    Ok(rd_u64(buf, H_COUNT))
+}
+
+fn normalize_header_sum(hdr: &mut [u8]) {
+    let mut l = [0i64; LIMBS];
+    for i in 0..LIMBS {
+        l[i] = rd_i64(hdr, H_SUM + 8 * i);
+    }
+    normalize_limbs(&mut l);
+    for i in 0..LIMBS {
+        wr_i64(hdr, H_SUM + 8 * i, l[i]);
+    }
+    wr_u32(hdr, H_PENDING, 0);
+}
+
+#[inline(always)]
+fn bump_pending(hdr: &mut [u8]) {
+    let p = rd_u32(hdr, H_PENDING).saturating_add(1);
+    if p >= PENDING_LIMIT {
+        normalize_header_sum(hdr);
+    } else {
+        wr_u32(hdr, H_PENDING, p);
+    }
+}
+
+/// Fast path. Ok(false): the value's bucket is outside its window.
+#[inline(always)]
+fn working_add_fast(buf: &mut [u8], x: f64) -> Result<bool, SketchError> {
+    let Some((hdr, data)) = buf.split_first_chunk_mut::<HEADER>() else {
+        return corrupt("working buffer shorter than its header");
+    };
+    if hdr[H_MAGIC] != WORKING_MAGIC {
+        return corrupt("not a working buffer");
+    }
+    let count = rd_u64(hdr, H_COUNT)
+        .checked_add(1)
+        .ok_or(SketchError::CountOverflow)?;
+    let xv = if x == 0.0 {
+        let z = rd_u64(hdr, H_ZERO).wrapping_add(1);
+        wr_u64(hdr, H_ZERO, z);
+        0.0
+    } else {
+        let idx = index_of(x.abs(), rd_f64(hdr, H_INV)) as i64;
+        let pos_len = rd_u32(hdr, H_POS_LEN) as u64;
+        let (off, len, base) = if x > 0.0 {
+            (rd_i32(hdr, H_POS_OFF) as i64, pos_len, 0u64)
+        } else {
+            (
+                rd_i32(hdr, H_NEG_OFF) as i64,
+                rd_u32(hdr, H_NEG_LEN) as u64,
+                pos_len * 8,
+            )
+        };
+        let slot = idx - off;
+        if slot < 0 || slot as u64 >= len {
+            return Ok(false);
+        }
+        let p = base + slot as u64 * 8;
+        let Some(cell) = data.get_mut(p as usize..p as usize + 8) else {
+            return corrupt("working windows exceed buffer");
+        };
+        let c = rd_u64(cell, 0).wrapping_add(1);
+        wr_u64(cell, 0, c);
+        x
+    };
+    wr_u64(hdr, H_COUNT, count);
+    if xv < rd_f64(hdr, H_MIN) {
+        wr_f64(hdr, H_MIN, xv);
+    }
+    if xv > rd_f64(hdr, H_MAX) {
+        wr_f64(hdr, H_MAX, xv);
+    }
+    let (k, parts) = sum_parts(x);
+    for j in 0..3 {
+        let o = H_SUM + 8 * (k + j);
+        let v = rd_i64(hdr, o).wrapping_add(parts[j]);
+        wr_i64(hdr, o, v);
+    }
+    bump_pending(hdr);
+    Ok(true)
+}
+
+/// Add one value to a working buffer in place.
+///
+/// If the value's bucket is outside the current window the buffer is
+/// re-laid-out in place when its length allows; otherwise
+/// `AddError::NeedsGrow` is returned (the buffer content is unchanged apart
+/// from a recorded growth request): allocate a new buffer of at least
+/// `min_len` bytes, call [`working_grow`], and retry.
+#[inline]
+pub fn working_add(buf: &mut [u8], x: f64) -> Result<(), AddError> {
+    if !x.is_finite() {
+        return Err(SketchError::InvalidValue(x).into());
+    }
+    if working_add_fast(buf, x)? {
+        return Ok(());
+    }
+    working_add_slow(buf, x)
+}
+
+#[cold]
+fn working_add_slow(buf: &mut [u8], x: f64) -> Result<(), AddError> {
+    Layout::read(buf)?;
+    let idx = index_of(x.abs(), rd_f64(buf, H_INV)) as i64;
+    clear_requests(buf);
+    set_request(buf, if x > 0.0 { 0 } else { 1 }, idx, idx);
+    if let Some((min_len, suggested_len)) = relayout(buf)? {
+        return Err(AddError::NeedsGrow {
+            min_len,
+            suggested_len,
+        });
+    }
+    if working_add_fast(buf, x)? {
+        Ok(())
+    } else {
+        Err(SketchError::Corrupt("working buffer relayout failed".into()).into())
+    }
+}
+
+/// Result of planning a re-layout.
+struct Plan {
+    /// New windows (first index, length) for the positive/negative store.
+    win: [(i64, i64); 2],
+    /// Byte range in the source buffer of each store's used (non-empty) part.
+    src: [(usize, usize); 2],
+    /// Destination byte offset of each store's used part.
+    dst: [usize; 2],
+    /// End of the new windows.
+    end: usize,
+}
+
+/// Plan windows covering the used buckets plus the recorded request, using
+/// `capacity` bytes. Err(Some((min_len, suggested_len))) if too small.
+fn plan_relayout(buf: &[u8], capacity: usize) -> Result<Result<Plan, (usize, usize)>, SketchError> {
+    let lay = Layout::read(buf)?;
+    let (kmin, kmax) = (lay.kmin, lay.kmax);
+    let mut want = [(0i64, 0i64); 2]; // [lo, hi)
+    let mut used = [(0i64, 0i64); 2]; // [lo, hi) of non-empty buckets
+    let mut src = [(0usize, 0usize); 2];
+    let mut dir = [(false, false); 2];
+    let mut base = HEADER;
+    for s in 0..2 {
+        let (off, len) = lay.win[s];
+        let slot = |j: usize| rd_u64(buf, base + 8 * j) != 0;
+        let first = (0..len as usize).find(|&j| slot(j));
+        let mut range = None;
+        if let Some(f) = first {
+            let l = (0..len as usize).rev().find(|&j| slot(j)).unwrap_or(f);
+            range = Some((off + f as i64, off + l as i64 + 1));
+            src[s] = (base + 8 * f, 8 * (l - f + 1));
+        }
+        used[s] = range.unwrap_or((0, 0));
+        base += 8 * len as usize;
+        let rlo = rd_i32(buf, H_REQ + 8 * s) as i64;
+        let rhi = rd_i32(buf, H_REQ + 8 * s + 4) as i64;
+        if rlo <= rhi {
+            if rlo < kmin || rhi > kmax {
+                return corrupt("growth request out of index range");
+            }
+            range = Some(match range {
+                None => {
+                    dir[s] = (true, true);
+                    (rlo, rhi + 1)
+                }
+                Some((a, b)) => {
+                    dir[s] = (rlo < a, rhi + 1 > b);
+                    (a.min(rlo), b.max(rhi + 1))
+                }
+            });
+        }
+        want[s] = range.unwrap_or((0, 0));
+    }
+    let need = (want[0].1 - want[0].0) + (want[1].1 - want[1].0);
+    let min_len = HEADER + 8 * need as usize;
+    if min_len > capacity {
+        let full = 2 * (kmax - kmin + 1) as u64;
+        let sugg =
+            (need as u64 + (need as u64 / 2).max(MIN_SLACK_SLOTS)).min(full.max(need as u64));
+        return Ok(Err((min_len, HEADER + 8 * sugg as usize)));
+    }
+    // distribute spare slots to the stores that grew (else the non-empty ones)
+    let spare = ((capacity - min_len) / 8) as i64;
+    let mut chosen: Vec<usize> = (0..2).filter(|&s| dir[s] != (false, false)).collect();
+    if chosen.is_empty() {
+        chosen = (0..2).filter(|&s| want[s].1 > want[s].0).collect();
+        for &s in &chosen {
+            dir[s] = (true, true);
+        }
+    }
+    if chosen.is_empty() {
+        chosen.push(0);
+        dir[0] = (true, true);
+    }
+    let per = spare / chosen.len() as i64;
+    let mut win = [(0i64, 0i64); 2];
+    for s in 0..2 {
+        win[s] = (want[s].0, want[s].1 - want[s].0);
+    }
+    for &s in &chosen {
+        let (lo, hi) = if want[s].1 > want[s].0 {
+            want[s]
+        } else {
+            (0, 0)
+        };
+        let below = match dir[s] {
+            (true, false) => per * 3 / 4,
+            (false, true) => per / 4,
+            _ => per / 2,
+        };
+        let target = (hi - lo + per).min(kmax + 1 - kmin);
+        let mut nlo = (lo - below).max(kmin);
+        let mut nhi = (nlo + target).min(kmax + 1);
+        if nhi - nlo < target {
+            nlo = (nhi - target).max(kmin);
+        }
+        if nlo > lo {
+            nlo = lo.max(kmin);
+        }
+        if nhi < hi {
+            nhi = hi;
+        }
+        win[s] = (nlo, nhi - nlo);
+    }
+    let end = HEADER + 8 * (win[0].1 + win[1].1) as usize;
+    if end > capacity || win.iter().any(|w| w.1 > u32::MAX as i64) {
+        return corrupt("internal relayout overflow");
+    }
+    // offset (in slots) of the used part inside the new window; 0 if unused
+    let rel = |s: usize| {
+        if src[s].1 > 0 {
+            (used[s].0 - win[s].0) as usize
+        } else {
+            0
+        }
+    };
+    let dst = [
+        HEADER + 8 * rel(0),
+        HEADER + 8 * (win[0].1 as usize + rel(1)),
+    ];
+    Ok(Ok(Plan { win, src, dst, end }))
+}
+
+fn write_plan_header(buf: &mut [u8], plan: &Plan) {
+    for (s, (ho, hl)) in [(H_POS_OFF, H_POS_LEN), (H_NEG_OFF, H_NEG_LEN)]
+        .into_iter()
+        .enumerate()
+    {
+        let (lo, len) = plan.win[s];
+        wr_u32(buf, ho, if len > 0 { lo as i32 as u32 } else { 0 });
+        wr_u32(buf, hl, len as u32);
+    }
+    clear_requests(buf);
+}
+
+/// Zero the new window area except the destination ranges of the used data.
+fn zero_gaps(buf: &mut [u8], plan: &Plan) {
+    let (d0, n0) = (plan.dst[0], plan.src[0].1);
+    let (d1, n1) = (plan.dst[1], plan.src[1].1);
+    buf[HEADER..d0].fill(0);
+    buf[d0 + n0..d1].fill(0);
+    buf[d1 + n1..plan.end].fill(0);
+}
+
+/// Re-lay out `buf` in place so its windows cover the recorded request,
+/// using all of `buf` as capacity. Returns Some((min_len, suggested_len)) if
+/// `buf` is too small (nothing is moved then).
+fn relayout(buf: &mut [u8]) -> Result<Option<(usize, usize)>, SketchError> {
+    let plan = match plan_relayout(buf, buf.len())? {
+        Ok(p) => p,
+        Err(sizes) => return Ok(Some(sizes)),
+    };
+    let [(s0, n0), (s1, n1)] = plan.src;
+    let [d0, d1] = plan.dst;
+    // Both moves are overlap-safe individually (memmove); order them so the
+    // first move never clobbers the source of the second one.
+    if d1 < s0 + n0 {
+        buf.copy_within(s0..s0 + n0, d0);
+        buf.copy_within(s1..s1 + n1, d1);
+    } else {
+        buf.copy_within(s1..s1 + n1, d1);
+        buf.copy_within(s0..s0 + n0, d0);
+    }
+    zero_gaps(buf, &plan);
+    write_plan_header(buf, &plan);
+    Ok(None)
+}
+
+/// Copy a working buffer into a new one (after `NeedsGrow`), re-centring the
+/// windows to cover the pending request and spreading the extra length as
+/// slack. `new` may contain garbage and may be of any length >= the
+/// `min_len` reported by `NeedsGrow`.
+pub fn working_grow(old: &[u8], new: &mut [u8]) -> Result<(), SketchError> {
+    let plan = match plan_relayout(old, new.len())? {
+        Ok(p) => p,
+        Err((need, _)) => {
+            return Err(SketchError::BufferTooSmall {
+                need,
+                got: new.len(),
+            })
+        }
+    };
+    new[..HEADER].copy_from_slice(&old[..HEADER]);
+    for s in 0..2 {
+        let (src, n) = plan.src[s];
+        new[plan.dst[s]..plan.dst[s] + n].copy_from_slice(&old[src..src + n]);
+    }
+    zero_gaps(new, &plan);
+    write_plan_header(new, &plan);
+    Ok(())
+}
+
+/// Merge an owned sketch into a working buffer in place (same `NeedsGrow`
+/// protocol as [`working_add`]; nothing is merged when it is returned).
+pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddError> {
+    let mut lay = Layout::read(buf)?;
+    let alpha = rd_f64(buf, H_ALPHA);
+    if alpha.to_bits() != other.p.alpha.to_bits() {
+        return Err(SketchError::AlphaMismatch {
+            left: alpha,
+            right: other.p.alpha,
+        }
+        .into());
+    }
+    if other.count == 0 {
+        return Ok(());
+    }
+    let count = rd_u64(buf, H_COUNT)
+        .checked_add(other.count)
+        .ok_or(SketchError::CountOverflow)?;
+    let ranges = [other.pos.range(), other.neg.range()];
+    let covered = |s: usize, lay: &Layout| {
+        ranges[s].is_none_or(|(a, b)| a >= lay.win[s].0 && b < lay.win[s].0 + lay.win[s].1)
+    };
+    if !covered(0, &lay) || !covered(1, &lay) {
+        clear_requests(buf);
+        // request both ranges: relayout trims unused window slots
+        for s in 0..2 {
+            if let Some((a, b)) = ranges[s] {
+                set_request(buf, s, a, b);
+            }
+        }
+        if let Some((min_len, suggested_len)) = relayout(buf)? {
+            return Err(AddError::NeedsGrow {
+                min_len,
+                suggested_len,
+            });
+        }
+        lay = Layout::read(buf)?;
+        if !covered(0, &lay) || !covered(1, &lay) {
+            return Err(SketchError::Corrupt("working buffer relayout failed".into()).into());
+        }
+    }
+    let bases = [HEADER, HEADER + 8 * lay.win[0].1 as usize];
+    for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
+        for &(i, c) in &store.bins {
+            let o = bases[s] + 8 * (i as i64 - lay.win[s].0) as usize;
+            let v = rd_u64(buf, o).wrapping_add(c);
+            wr_u64(buf, o, v);
+        }
+    }
+    wr_u64(buf, H_COUNT, count);
+    let z = rd_u64(buf, H_ZERO).wrapping_add(other.zero);
+    wr_u64(buf, H_ZERO, z);
+    let mn = rd_f64(buf, H_MIN).min(other.min);
+    wr_f64(buf, H_MIN, mn);
+    let mx = rd_f64(buf, H_MAX).max(other.max);
+    wr_f64(buf, H_MAX, mx);
+    let ol = other.sum.normalized();
+    for i in 0..LIMBS {
+        let o = H_SUM + 8 * i;
+        wr_i64(buf, o, rd_i64(buf, o).wrapping_add(ol[i]));
+    }
+    bump_pending(buf);
+    Ok(())
+}
+
+/// Convert a working buffer into an owned sketch (validated).
+pub fn working_to_sketch(buf: &[u8]) -> Result<Sketch, SketchError> {
+    let lay = Layout::read(buf)?;
+    let alpha = rd_f64(buf, H_ALPHA);
+    let p = match Params::new(alpha) {
+        Ok(p) => p,
+        Err(_) => return corrupt(format!("alpha {alpha} out of range")),
+    };
+    if p.inv_ln_gamma.to_bits() != rd_u64(buf, H_INV) {
+        return corrupt("working buffer parameters do not match alpha");
+    }
+    let mut s = Sketch::with_params(p);
+    s.count = rd_u64(buf, H_COUNT);
+    s.zero = rd_u64(buf, H_ZERO);
+    s.min = rd_f64(buf, H_MIN);
+    s.max = rd_f64(buf, H_MAX);
+    if s.count == 0 {
+        s.min = f64::INFINITY;
+        s.max = f64::NEG_INFINITY;
+    }
+    for i in 0..LIMBS {
+        s.sum.limbs[i] = rd_i64(buf, H_SUM + 8 * i);
+    }
+    s.sum.normalize();
+    let mut base = HEADER;
+    for (sidx, store) in [&mut s.pos, &mut s.neg].into_iter().enumerate() {
+        let (off, len) = lay.win[sidx];
+        for j in 0..len as usize {
+            let c = rd_u64(buf, base + 8 * j);
+            if c != 0 {
+                store.bins.push(((off + j as i64) as i32, c));
+            }
+        }
+        base += 8 * len as usize;
+    }
+    s.validate().map_err(SketchError::Corrupt)?;
+    Ok(s)
+}
+
+/// Build a working buffer from an owned sketch (with slack for growth).
+pub fn sketch_to_working(s: &Sketch) -> Vec<u8> {
+    let span = |st: &Store| st.range().map_or(0, |(a, b)| (b - a + 1) as usize);
+    let need = span(&s.pos) + span(&s.neg);
+    let slots = need + (need / 2).max(MIN_SLACK_SLOTS as usize);
+    let mut buf = vec![0u8; HEADER + 8 * slots];
+    // Cannot fail: alpha is valid, the buffer is fresh and large enough.
+    if working_init(&mut buf, s.p.alpha).is_err() {
+        return buf;
+    }
+    loop {
+        match working_merge_sketch(&mut buf, s) {
+            Err(AddError::NeedsGrow { suggested_len, .. }) => {
+                let mut nb = vec![0u8; suggested_len];
+                if working_grow(&buf, &mut nb).is_err() {
+                    return buf;
+                }
+                buf = nb;
+            }
+            _ => return buf,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    // ---------------------------------------------------------------- helpers
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn unit(&mut self) -> f64 {
+            ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+        fn normal(&mut self) -> f64 {
+            let (u1, u2) = (self.unit(), self.unit());
+            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        }
+    }
+
+    fn build(values: &[f64], alpha: f64) -> Sketch {
+        let mut s = Sketch::new(alpha).unwrap();
+        for &v in values {
+            s.add(v).unwrap();
+        }
+        s
+    }
+
+    fn sorted(values: &[f64]) -> Vec<f64> {
+        let mut v = values.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    }
+
+    /// percentile_disc(q) exactly as PostgreSQL computes it.
+    fn oracle(sorted: &[f64], q: f64) -> f64 {
+        let n = sorted.len() as u64;
+        let r = ((q * n as f64).ceil() as u64).clamp(1, n);
+        sorted[(r - 1) as usize]
+    }
+
+    const QGRID: [f64; 10] = [0.0, 0.001, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0];
+
+    fn tol(alpha: f64, exact: f64) -> f64 {
+        (alpha + 1e-12) * exact.abs() + 2.0 * TINY
+    }
+
+    fn check_quantile(s: &Sketch, sorted: &[f64], q: f64) -> Result<(), TestCaseError> {
+        let exact = oracle(sorted, q);
+        let est = s.quantile(q).unwrap().unwrap();
+        if exact == 0.0 {
+            prop_assert_eq!(est, 0.0, "q={} exact 0", q);
+        } else {
+            prop_assert!(
+                (est - exact).abs() <= tol(s.alpha(), exact),
+                "q={} est={} exact={} alpha={}",
+                q,
+                est,
+                exact,
+                s.alpha()
+            );
+        }
+        Ok(())
+    }
+
+    /// Exact fraction of values <= v.
+    fn frac_le(sorted: &[f64], v: f64) -> f64 {
+        sorted.partition_point(|&x| x <= v) as f64 / sorted.len() as f64
+    }
+
+    /// Feed values into a working buffer that starts at the minimum length and
+    /// grows to exactly (or nearly) the minimum each time, filling new buffers
+    /// with garbage. Returns (buffer, number of grows).
+    fn working_build(values: &[f64], alpha: f64, rng: &mut Rng) -> (Vec<u8>, usize) {
+        let mut buf = vec![0x5Au8; working_min_len()];
+        working_init(&mut buf, alpha).unwrap();
+        let mut grows = 0;
+        for &x in values {
+            loop {
+                match working_add(&mut buf, x) {
+                    Ok(()) => break,
+                    Err(AddError::NeedsGrow {
+                        min_len,
+                        suggested_len,
+                    }) => {
+                        assert!(suggested_len >= min_len);
+                        let extra = 8 * rng.below(3) as usize + rng.below(8) as usize;
+                        let mut nb = vec![0xABu8; min_len + extra];
+                        working_grow(&buf, &mut nb).unwrap();
+                        buf = nb;
+                        grows += 1;
+                    }
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            }
+        }
+        (buf, grows)
+    }
+
+    fn working_merge_all(buf: &mut Vec<u8>, s: &Sketch) {
+        loop {
+            match working_merge_sketch(buf, s) {
+                Ok(()) => return,
+                Err(AddError::NeedsGrow { min_len, .. }) => {
+                    let mut nb = vec![0xCDu8; min_len];
+                    working_grow(buf, &mut nb).unwrap();
+                    *buf = nb;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    }
+
+    // ----------------------------------------------------------- strategies
+
+    fn finite_any() -> BoxedStrategy<f64> {
+        prop_oneof![
+            prop::num::f64::NORMAL,
+            prop::num::f64::SUBNORMAL,
+            prop::num::f64::ZERO,
+            -1e6f64..1e6,
+        ]
+        .boxed()
+    }
+
+    fn lognormal(mu: f64, sigma: f64, n: std::ops::Range<usize>) -> BoxedStrategy<Vec<f64>> {
+        vec((1e-12f64..1.0, 0.0f64..1.0), n)
+            .prop_map(move |v| {
+                v.into_iter()
+                    .map(|(u1, u2)| {
+                        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                        (mu + sigma * z).exp()
+                    })
+                    .collect()
+            })
+            .boxed()
+    }
+
+    fn dataset() -> BoxedStrategy<Vec<f64>> {
+        prop_oneof![
+            // uniform
+            vec(0.0f64..1000.0, 1..300),
+            // log-normal heavy tail
+            lognormal(3.0, 2.0, 1..400),
+            // Pareto (alpha 1.1): heavy tail up to ~1e10
+            vec(1e-9f64..1.0, 1..300)
+                .prop_map(|v| v.into_iter().map(|u| 2.0 / u.powf(1.0 / 1.1)).collect()),
+            // many ties
+            vec(
+                prop::sample::select(vec![1.0, 2.0, 2.5, 100.0, 1e6, -3.0]),
+                1..300
+            ),
+            // all constant
+            (finite_any(), 1usize..200).prop_map(|(c, n)| vec![c; n]),
+            // zeros mixed in (both signs of zero)
+            vec(
+                prop_oneof![Just(0.0), Just(-0.0), 0.001f64..10.0, -10.0f64..-0.001],
+                1..300
+            ),
+            // negatives only
+            vec(-1e4f64..-1e-4, 1..300),
+            // mixed signs
+            vec(-1e6f64..1e6, 1..300),
+            // tiny and huge magnitudes, both signs
+            vec((any::<bool>(), -300.0f64..300.0), 1..300).prop_map(|v| v
+                .into_iter()
+                .map(|(neg, e)| if neg { -(10f64.powf(e)) } else { 10f64.powf(e) })
+                .collect()),
+            // extremes incl. subnormals and f64::MAX
+            vec(
+                prop::sample::select(vec![
+                    f64::MAX,
+                    -f64::MAX,
+                    f64::MIN_POSITIVE,
+                    -f64::MIN_POSITIVE,
+                    TINY,
+                    -TINY,
+                    1e-300,
+                    1e300,
+                    -1e300,
+                    0.0,
+                    1.0,
+                    3e-310,
+                ]),
+                1..100
+            ),
+            // single value
+            finite_any().prop_map(|x| vec![x]),
+            // two values
+            (finite_any(), finite_any()).prop_map(|(a, b)| vec![a, b]),
+            // any finite values
+            vec(finite_any(), 1..100),
+        ]
+        .boxed()
+    }
+
+    fn alpha_strategy() -> BoxedStrategy<f64> {
+        prop_oneof![
+            Just(DEFAULT_ALPHA),
+            Just(MIN_ALPHA),
+            Just(0.01),
+            Just(MAX_ALPHA),
+            MIN_ALPHA..=MAX_ALPHA,
+        ]
+        .boxed()
+    }
+
+    // -------------------------------------------------------- property tests
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Quantiles within alpha of the exact percentile_disc, count/min/max
+        /// exact, sum == correctly rounded exact sum when the naive sum is exact.
+        #[test]
+        fn prop_quantile_accuracy(values in dataset(), alpha in alpha_strategy(),
+                                  qs in vec(0.0f64..=1.0, 5)) {
+            let s = build(&values, alpha);
+            let sv = sorted(&values);
+            for q in QGRID.iter().chain(qs.iter()) {
+                check_quantile(&s, &sv, *q)?;
+            }
+            prop_assert_eq!(s.count(), values.len() as u64);
+            prop_assert_eq!(s.min().unwrap(), sv[0]);
+            prop_assert_eq!(s.max().unwrap(), *sv.last().unwrap());
+            prop_assert_eq!(s.quantile(0.0).unwrap().unwrap(), sv[0]);
+            prop_assert_eq!(s.quantile(1.0).unwrap().unwrap(), *sv.last().unwrap());
+            prop_assert_eq!(s.zero_count(), values.iter().filter(|&&x| x == 0.0).count() as u64);
+            // min/max/sum bounds: mean lies in [min, max]
+            let m = s.mean().unwrap();
+            prop_assert!(m >= sv[0] && m <= *sv.last().unwrap(), "mean {} outside", m);
+        }
+
+        /// rank(v): monotone, 0 below min, 1 at/above max, within bucket
+        /// resolution of the exact fraction.
+        #[test]
+        fn prop_rank(values in dataset(), alpha in alpha_strategy(),
+                     probes in vec(0usize..1000, 1..20), factors in vec(0.5f64..2.0, 1..20)) {
+            let s = build(&values, alpha);
+            let sv = sorted(&values);
+            let (mn, mx) = (sv[0], *sv.last().unwrap());
+            let mut vs: Vec<f64> = probes.iter().map(|&i| sv[i % sv.len()]).collect();
+            vs.extend(factors.iter().zip(probes.iter()).map(|(f, &i)| sv[i % sv.len()] * f));
+            vs.extend([mn, mx, 0.0, f64::INFINITY, f64::NEG_INFINITY]);
+            if mn > -f64::MAX { vs.push(mn - mn.abs() * 1e-9 - TINY) }
+            vs.sort_by(|a, b| a.total_cmp(b));
+            let mut prev = 0.0;
+            for &v in &vs {
+                let r = s.rank(v).unwrap().unwrap();
+                prop_assert!(r >= prev, "rank not monotone at {}", v);
+                prev = r;
+                if v < mn { prop_assert_eq!(r, 0.0); }
+                if v >= mx { prop_assert_eq!(r, 1.0); }
+                let e = 1e-12;
+                let (a, b) = (v / (1.0 + alpha), v / (1.0 - alpha));
+                let (lo, hi) = if v >= 0.0 { (a * (1.0 - e) - 2.0 * TINY, b * (1.0 + e) + 2.0 * TINY) }
+                               else { (b * (1.0 + e) - 2.0 * TINY, a * (1.0 - e) + 2.0 * TINY) };
+                let (flo, fhi) = (frac_le(&sv, lo), frac_le(&sv, hi));
+                prop_assert!(r >= flo - 1e-12 && r <= fhi + 1e-12,
+                             "rank({})={} not in [{}, {}]", v, r, flo, fhi);
+            }
+            prop_assert!(s.rank(f64::NAN).is_err());
+        }
+
+        /// Random split into k parts merged in random order and grouping gives
+        /// byte-identical encodings; so does the working-buffer path.
+        #[test]
+        fn prop_merge_bytes(values in dataset(), alpha in alpha_strategy(),
+                            k in 1usize..8, seed in any::<u64>()) {
+            let whole = build(&values, alpha);
+            let want = whole.encode();
+            let mut rng = Rng(seed);
+            let mut parts: Vec<Vec<f64>> = vec![Vec::new(); k];
+            for &v in &values {
+                parts[rng.below(k as u64) as usize].push(v);
+            }
+            let sketches: Vec<Sketch> = parts.iter().map(|p| build(p, alpha)).collect();
+            let mut pool = sketches.clone();
+            while pool.len() > 1 {
+                let i = rng.below(pool.len() as u64) as usize;
+                let a = pool.swap_remove(i);
+                let j = rng.below(pool.len() as u64) as usize;
+                let b = pool.swap_remove(j);
+                let m = if rng.below(2) == 0 { Sketch::merged(&a, &b) } else { Sketch::merged(&b, &a) };
+                pool.push(m.unwrap());
+            }
+            prop_assert_eq!(&pool[0].encode(), &want);
+            prop_assert_eq!(&pool[0], &whole);
+            // working buffer: merge the parts into a tiny working buffer
+            let mut buf = vec![0u8; working_min_len()];
+            working_init(&mut buf, alpha).unwrap();
+            for i in 0..k {
+                let s = &sketches[(i + seed as usize % k) % k];
+                working_merge_all(&mut buf, s);
+            }
+            prop_assert_eq!(working_to_sketch(&buf).unwrap().encode(), want.clone());
+            // working buffer: add part values then merge others
+            let (mut wb, _) = working_build(&parts[0], alpha, &mut rng);
+            for s in &sketches[1..] {
+                working_merge_all(&mut wb, s);
+            }
+            prop_assert_eq!(working_to_sketch(&wb).unwrap().encode(), want);
+        }
+
+        /// Working-buffer path with forced tiny buffers (growth many times, new
+        /// buffers full of garbage) equals the owned path byte for byte.
+        #[test]
+        fn prop_working_equals_owned(values in dataset(), alpha in alpha_strategy(), seed in any::<u64>()) {
+            let whole = build(&values, alpha);
+            let mut rng = Rng(seed);
+            let (buf, grows) = working_build(&values, alpha, &mut rng);
+            let ws = working_to_sketch(&buf).unwrap();
+            prop_assert_eq!(ws.encode(), whole.encode());
+            prop_assert_eq!(working_count(&buf).unwrap(), values.len() as u64);
+            prop_assert!(grows >= 1 || values.iter().all(|&x| x == 0.0));
+            // sketch_to_working round trip and continued adds
+            let mut w2 = sketch_to_working(&whole);
+            prop_assert_eq!(working_to_sketch(&w2).unwrap(), whole.clone());
+            for &x in values.iter().take(20) {
+                loop {
+                    match working_add(&mut w2, x) {
+                        Ok(()) => break,
+                        Err(AddError::NeedsGrow { suggested_len, .. }) => {
+                            let mut nb = vec![0xEEu8; suggested_len];
+                            working_grow(&w2, &mut nb).unwrap();
+                            w2 = nb;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            let mut both = whole.clone();
+            for &x in values.iter().take(20) { both.add(x).unwrap(); }
+            prop_assert_eq!(working_to_sketch(&w2).unwrap().encode(), both.encode());
+        }
+
+        /// Large caller-provided buffers (in-place relayout, never NeedsGrow).
+        #[test]
+        fn prop_working_in_place(values in lognormal(4.0, 2.0, 1..300), alpha in alpha_strategy()) {
+            // lognormal(4, 2) spans < e^30; 30/ln(gamma) slots always suffice
+            let slots = (30.0 / (alpha.ln_1p() - (-alpha).ln_1p())) as usize + 2;
+            let mut buf = vec![0x77u8; working_min_len() + 8 * slots];
+            working_init(&mut buf, alpha).unwrap();
+            for &x in &values {
+                working_add(&mut buf, x).unwrap();
+            }
+            prop_assert_eq!(working_to_sketch(&buf).unwrap().encode(), build(&values, alpha).encode());
+        }
+
+        /// Encoding and text round trips are exact.
+        #[test]
+        fn prop_roundtrip(values in dataset(), alpha in alpha_strategy()) {
+            let s = build(&values, alpha);
+            let b = s.encode();
+            prop_assert_eq!(b[0], FORMAT_VERSION);
+            let d = Sketch::decode(&b).unwrap();
+            prop_assert_eq!(&d, &s);
+            prop_assert_eq!(d.encode(), b);
+            let t = s.to_text();
+            prop_assert!(t.starts_with(TEXT_PREFIX));
+            let d2 = Sketch::from_text(&t).unwrap();
+            prop_assert_eq!(d2.to_text(), t);
+            prop_assert_eq!(d2.sum().map(f64::to_bits), s.sum().map(f64::to_bits));
+        }
+
+        /// Mutated / truncated / extended encodings never panic; anything that
+        /// decodes re-encodes to the same bytes (canonical form).
+        #[test]
+        fn prop_decode_mutations(values in dataset(), alpha in alpha_strategy(),
+                                 muts in vec((any::<u16>(), any::<u8>(), 0u8..4), 1..6)) {
+            let s = build(&values, alpha);
+            let mut b = s.encode();
+            for (pos, byte, kind) in muts {
+                let i = pos as usize % (b.len() + 1);
+                match kind {
+                    0 => if i < b.len() { b[i] = byte },
+                    1 => b.truncate(i),
+                    2 => b.insert(i, byte),
+                    _ => if i < b.len() { b[i] ^= 1 << (byte % 8) },
+                }
+            }
+            if let Ok(d) = Sketch::decode(&b) {
+                prop_assert_eq!(d.encode(), b);
+            }
+        }
+
+        #[test]
+        fn prop_decode_random_bytes(mut b in vec(any::<u8>(), 0..200), v1 in any::<bool>()) {
+            if v1 && !b.is_empty() { b[0] = FORMAT_VERSION; }
+            if let Ok(d) = Sketch::decode(&b) {
+                prop_assert_eq!(d.encode(), b);
+            }
+        }
+
+        #[test]
+        fn prop_from_text_random(s in ".{0,80}", body in "[A-Za-z0-9+/=]{0,120}") {
+            let _ = Sketch::from_text(&s);
+            let t = format!("{TEXT_PREFIX}{body}");
+            match Sketch::from_text(&t) {
+                Ok(d) => prop_assert_eq!(d.to_text(), t),
+                Err(e) => prop_assert!(matches!(e, SketchError::Parse(_))),
+            }
+        }
+
+        /// Hostile working buffers never panic.
+        #[test]
+        fn prop_working_hostile(values in vec(-1e3f64..1e3, 1..50), muts in vec((any::<u16>(), any::<u8>()), 1..8),
+                                x in finite_any()) {
+            let mut rng = Rng(1);
+            let (mut buf, _) = working_build(&values, 0.01, &mut rng);
+            let len = buf.len();
+            for (pos, byte) in muts {
+                let i = pos as usize % len.min(HEADER + 64);
+                buf[i] = byte;
+            }
+            let _ = working_to_sketch(&buf);
+            let _ = working_used_len(&buf);
+            let _ = working_add(&mut buf, x);
+            let _ = working_merge_sketch(&mut buf, &build(&values, 0.01));
+            let mut nb = vec![0u8; len + 64];
+            let _ = working_grow(&buf, &mut nb);
+            let _ = working_to_sketch(&buf);
+        }
+
+        /// Integer sums are exact (compared with i128), including mixed signs
+        /// and values beyond 2^53 (m * 2^e).
+        #[test]
+        fn prop_sum_integers(ints in vec(-(1i64 << 53)..(1i64 << 53), 1..300),
+                             scaled in vec((any::<i32>(), 0u32..60), 0..50)) {
+            let mut s = Sketch::new(0.01).unwrap();
+            let mut exact: i128 = 0;
+            for &i in &ints {
+                s.add(i as f64).unwrap();
+                exact += i as i128;
+            }
+            for &(m, e) in &scaled {
+                let v = (m as i128) << e;
+                s.add(v as f64).unwrap();
+                exact += v;
+            }
+            prop_assert_eq!(s.sum().unwrap(), exact as f64);
+            let n = s.count() as i128;
+            if exact % n == 0 {
+                prop_assert_eq!(s.mean().unwrap(), (exact / n) as f64);
+            } else {
+                let r = exact as f64 / n as f64;
+                prop_assert!((s.mean().unwrap() - r).abs() <= r.abs() * 4.5e-16 + 1e-300);
+            }
+            // working path gives the same sum
+            let mut rng = Rng(7);
+            let all: Vec<f64> = ints.iter().map(|&i| i as f64)
+                .chain(scaled.iter().map(|&(m, e)| ((m as i128) << e) as f64)).collect();
+            let (buf, _) = working_build(&all, 0.01, &mut rng);
+            prop_assert_eq!(working_to_sketch(&buf).unwrap().sum().unwrap(), exact as f64);
+        }
+
+        /// Dyadic values where the naive f64 sum is exact.
+        #[test]
+        fn prop_sum_naive_exact(ks in vec(-(1i64 << 30)..(1i64 << 30), 1..300), shift in 0i32..40) {
+            let scale = 2f64.powi(-shift);
+            let vals: Vec<f64> = ks.iter().map(|&k| k as f64 * scale).collect();
+            let naive: f64 = vals.iter().sum();
+            prop_assert_eq!(build(&vals, 0.005).sum().unwrap(), naive);
+        }
+
+        /// add_n(x, n) is identical to n adds.
+        #[test]
+        fn prop_add_n(items in vec((finite_any(), 0u64..20), 1..30)) {
+            let mut a = Sketch::new(0.005).unwrap();
+            let mut b = Sketch::new(0.005).unwrap();
+            for &(x, n) in &items {
+                a.add_n(x, n).unwrap();
+                for _ in 0..n { b.add(x).unwrap(); }
+            }
+            prop_assert_eq!(a.encode(), b.encode());
+        }
+    }
+
+    // ------------------------------------------------------------ unit tests
+
+    #[test]
+    fn empty_sketch() {
+        let s = Sketch::new(0.01).unwrap();
+        assert_eq!(s.count(), 0);
+        assert_eq!(s.sum(), None);
+        assert_eq!(s.mean(), None);
+        assert_eq!(s.min(), None);
+        assert_eq!(s.max(), None);
+        assert_eq!(s.quantile(0.5).unwrap(), None);
+        assert_eq!(s.rank(1.0).unwrap(), None);
+        let b = s.encode();
+        assert_eq!(b.len(), 10);
+        assert_eq!(Sketch::decode(&b).unwrap(), s);
+        assert_eq!(Sketch::default().alpha(), DEFAULT_ALPHA);
+        // empty working buffer converts to the empty sketch
+        let mut w = vec![0u8; working_min_len()];
+        working_init(&mut w, 0.01).unwrap();
+        assert_eq!(working_to_sketch(&w).unwrap().encode(), b);
+    }
+
+    #[test]
+    fn constant_and_extremes_exact() {
+        for &c in &[42.123, -7.5, 1e-300, 1e300, TINY, f64::MAX, -f64::MAX, 0.0] {
+            let s = build(&[c; 17], 0.05);
+            for q in QGRID {
+                assert_eq!(s.quantile(q).unwrap().unwrap(), c);
+            }
+        }
+        let s = build(&[1e-300, 1e300, -1e300, -1e-300, 5.0], 0.001);
+        assert_eq!(s.quantile(0.0).unwrap(), Some(-1e300));
+        assert_eq!(s.quantile(1.0).unwrap(), Some(1e300));
+        let q = s.quantile(0.4).unwrap().unwrap(); // rank 2 -> -1e-300
+        assert!((q + 1e-300).abs() <= 0.001 * 1e-300 * (1.0 + 1e-12));
+        let q = s.quantile(0.6).unwrap().unwrap(); // rank 3 -> 1e-300
+        assert!((q - 1e-300).abs() <= 0.001 * 1e-300 * (1.0 + 1e-12));
+    }
+
+    #[test]
+    fn percentile_disc_semantics() {
+        let s = build(&[1.0, 2.0, 3.0, 4.0], 0.001);
+        // rank = ceil(q*n): q=0.5 -> rank 2; q=0.51 -> rank 3; q=0.25 -> rank 1
+        assert!((s.quantile(0.5).unwrap().unwrap() - 2.0).abs() <= 0.002);
+        assert!((s.quantile(0.51).unwrap().unwrap() - 3.0).abs() <= 0.003);
+        assert_eq!(s.quantile(0.25).unwrap().unwrap(), 1.0);
+        assert_eq!(s.quantile(0.76).unwrap().unwrap(), 4.0);
+        assert_eq!(s.rank(0.5).unwrap(), Some(0.0));
+        assert_eq!(s.rank(4.0).unwrap(), Some(1.0));
+        assert_eq!(s.rank(2.5).unwrap(), Some(0.5));
+    }
+
+    #[test]
+    fn negative_zero_and_zero() {
+        let s = build(&[-0.0, -0.0], 0.01);
+        assert!(s.min().unwrap().is_sign_positive());
+        assert!(s.sum().unwrap().is_sign_positive());
+        assert_eq!(s.encode(), build(&[0.0, 0.0], 0.01).encode());
+        let s = build(&[-0.0, 1.0, -1.0], 0.01);
+        assert_eq!(s.sum().unwrap(), 0.0);
+        assert_eq!(s.quantile(0.5).unwrap(), Some(0.0));
+    }
+
+    #[test]
+    fn exact_sum_cases() {
+        let s = build(&[0.1; 10], 0.01);
+        assert_eq!(s.sum().unwrap(), 1.0);
+        let naive: f64 = [0.1; 10].iter().sum();
+        assert_ne!(naive, 1.0); // the naive sum is not correctly rounded
+        assert_eq!(s.mean().unwrap(), 0.1);
+        let s = build(&[1e308, 1e308, -1e308], 0.01);
+        assert_eq!(s.sum().unwrap(), 1e308);
+        let s = build(&[f64::MAX, f64::MAX], 0.01);
+        assert_eq!(s.sum().unwrap(), f64::INFINITY);
+        assert_eq!(s.mean().unwrap(), f64::MAX);
+        let s = build(&[-f64::MAX, -f64::MAX, -f64::MAX], 0.01);
+        assert_eq!(s.sum().unwrap(), f64::NEG_INFINITY);
+        assert_eq!(s.mean().unwrap(), -f64::MAX);
+        let s = build(&[f64::MAX, -f64::MAX, TINY], 0.01);
+        assert_eq!(s.sum().unwrap(), TINY);
+        // 1 + 2^-53 + 2^-53: naive gives 1.0, exact is 1 + 2^-52
+        let e = 2f64.powi(-53);
+        assert_eq!(build(&[1.0, e, e], 0.01).sum().unwrap(), 1.0 + 2.0 * e);
+        // ties to even: 2^53 + 1 rounds to 2^53
+        assert_eq!(
+            build(&[9007199254740992.0, 1.0], 0.01).sum().unwrap(),
+            9007199254740992.0
+        );
+        assert_eq!(
+            build(&[9007199254740992.0, 1.0, 1e-300], 0.01)
+                .sum()
+                .unwrap(),
+            9007199254740994.0
+        );
+        // mean of subnormals: (TINY + 0) / 2 = half a unit -> ties to even -> 0
+        assert_eq!(build(&[TINY, 0.0], 0.01).mean().unwrap(), 0.0);
+        assert_eq!(build(&[TINY, TINY, TINY, 0.0], 0.01).mean().unwrap(), TINY);
+        // many additions cross the lazy-carry threshold in add_n sized chunks
+        let mut s = Sketch::new(0.01).unwrap();
+        s.add_n(0.1, 1 << 40).unwrap();
+        s.add_n(-0.1, (1 << 40) - 3).unwrap();
+        assert_eq!(s.sum().unwrap(), 0.30000000000000004); // 3 * double(0.1)
+    }
+
+    #[test]
+    fn lazy_carry_normalization() {
+        let mut s = Sketch::new(0.01).unwrap();
+        s.sum.pending = PENDING_LIMIT - 5;
+        let mut w = vec![0u8; working_min_len() + 64];
+        working_init(&mut w, 0.01).unwrap();
+        wr_u32(&mut w, H_PENDING, PENDING_LIMIT - 5);
+        for _ in 0..20 {
+            s.add(-(u32::MAX as f64)).unwrap();
+            working_add(&mut w, -(u32::MAX as f64)).unwrap();
+        }
+        assert!(s.sum.pending < 20);
+        assert!(rd_u32(&w, H_PENDING) < 20);
+        assert_eq!(s.sum().unwrap(), -20.0 * u32::MAX as f64);
+        assert_eq!(working_to_sketch(&w).unwrap(), s);
+    }
+
+    #[test]
+    fn errors_and_messages() {
+        let mut s = Sketch::new(0.005).unwrap();
+        let e = s.add(f64::NAN).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "value NaN is not allowed; ops_sketch accepts finite numbers"
+        );
+        assert_eq!(
+            SketchError::InvalidValue(f64::NEG_INFINITY).to_string(),
+            "value -Infinity is not allowed; ops_sketch accepts finite numbers"
+        );
+        assert!(matches!(
+            s.add(f64::INFINITY),
+            Err(SketchError::InvalidValue(_))
+        ));
+        assert!(matches!(
+            s.add(f64::NEG_INFINITY),
+            Err(SketchError::InvalidValue(_))
+        ));
+        assert_eq!(s.count(), 0);
+        assert_eq!(
+            Sketch::new(0.5).unwrap_err().to_string(),
+            "alpha must be between 0.0001 and 0.1, got 0.5"
+        );
+        assert!(Sketch::new(f64::NAN).is_err());
+        assert!(Sketch::new(0.00009).is_err());
+        assert!(Sketch::new(1e-4).is_ok() && Sketch::new(0.1).is_ok());
+        let a = build(&[1.0], 0.005);
+        let b = build(&[1.0], 0.01);
+        assert_eq!(
+            Sketch::merged(&a, &b).unwrap_err().to_string(),
+            "cannot merge sketches with different alpha (0.005 and 0.01)"
+        );
+        assert_eq!(
+            a.quantile(1.5).unwrap_err().to_string(),
+            "q must be between 0 and 1, got 1.5"
+        );
+        assert!(a.quantile(-0.1).is_err() && a.quantile(f64::NAN).is_err());
+        let mut bytes = a.encode();
+        bytes[0] = 7;
+        assert_eq!(
+            Sketch::decode(&bytes).unwrap_err(),
+            SketchError::UnsupportedVersion(7)
+        );
+        assert!(SketchError::UnsupportedVersion(7).to_string().contains('7'));
+        assert!(matches!(Sketch::decode(&[]), Err(SketchError::Corrupt(_))));
+        let mut trailing = a.encode();
+        trailing.push(0);
+        assert!(matches!(
+            Sketch::decode(&trailing),
+            Err(SketchError::Corrupt(_))
+        ));
+        for bad in [
+            "",
+            "ddsk1:",
+            "ddsk2:AAAA",
+            "ddsk1:A",
+            "ddsk1:!!!!",
+            "ddsk1:AQ==",
+            "xyz",
+        ] {
+            assert!(
+                matches!(Sketch::from_text(bad), Err(SketchError::Parse(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Sketch::from_text(&format!("  {}\n", a.to_text())).unwrap(),
+            a
+        );
+        // working buffer errors
+        let mut w = vec![0u8; working_min_len()];
+        assert!(working_init(&mut w, 0.2).is_err());
+        assert!(working_init(&mut w[..10], 0.01).is_err());
+        working_init(&mut w, 0.01).unwrap();
+        assert!(matches!(
+            working_add(&mut w, f64::NAN),
+            Err(AddError::Sketch(SketchError::InvalidValue(_)))
+        ));
+        match working_add(&mut w, 5.0) {
+            Err(AddError::NeedsGrow {
+                min_len,
+                suggested_len,
+            }) => {
+                assert_eq!(min_len, working_min_len() + 8);
+                assert!(suggested_len > min_len);
+                let mut small = vec![0u8; min_len - 1];
+                assert!(matches!(
+                    working_grow(&w, &mut small),
+                    Err(SketchError::BufferTooSmall { .. })
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            working_merge_sketch(&mut w, &a),
+            Err(AddError::Sketch(SketchError::AlphaMismatch { .. }))
+        ));
+        assert!(working_to_sketch(&[0u8; 5]).is_err());
+        let mut notw = w.clone();
+        notw[0] = FORMAT_VERSION;
+        assert!(working_to_sketch(&notw).is_err());
+        assert!(working_add(&mut notw, 1.0).is_err());
+        assert_ne!(WORKING_MAGIC, FORMAT_VERSION);
+    }
+
+    #[test]
+    fn unaligned_working_buffer() {
+        let mut backing = vec![0u8; working_min_len() + 8 * 500 + 3];
+        let buf = &mut backing[3..];
+        working_init(buf, 0.01).unwrap();
+        let vals: Vec<f64> = (1..2000).map(|i| i as f64 * 0.37).collect();
+        for &v in &vals {
+            working_add(buf, v).unwrap();
+        }
+        assert_eq!(
+            working_to_sketch(buf).unwrap().encode(),
+            build(&vals, 0.01).encode()
+        );
+    }
+
+    #[test]
+    fn growth_is_amortized() {
+        let mut rng = Rng(3);
+        let mut buf = vec![0u8; working_min_len()];
+        working_init(&mut buf, 0.005).unwrap();
+        let mut grows = 0;
+        let mut vals = Vec::new();
+        for _ in 0..200_000 {
+            let x = (4.0 + 2.0 * rng.normal()).exp();
+            vals.push(x);
+            loop {
+                match working_add(&mut buf, x) {
+                    Ok(()) => break,
+                    Err(AddError::NeedsGrow { suggested_len, .. }) => {
+                        let mut nb = vec![0u8; suggested_len];
+                        working_grow(&buf, &mut nb).unwrap();
+                        buf = nb;
+                        grows += 1;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        assert!(grows <= 12, "grew {grows} times");
+        assert_eq!(
+            working_to_sketch(&buf).unwrap().encode(),
+            build(&vals, 0.005).encode()
+        );
+    }
+
+    /// A gateway-day-like worst case: every bucket for 1..=600000 ms populated
+    /// with random counts up to 50000 (alpha 0.005).
+    #[test]
+    fn size_every_bucket_populated() {
+        let alpha = 0.005;
+        let mut s = Sketch::new(alpha).unwrap();
+        let lg = s.p.ln_gamma;
+        let hi = index_of(600000.0, s.p.inv_ln_gamma);
+        let mut rng = Rng(11);
+        let mut total = 0;
+        for i in 0..=hi {
+            let x = ((i as f64 - 0.5) * lg).exp().clamp(1.0, 600000.0);
+            assert_eq!(index_of(x, s.p.inv_ln_gamma), i);
+            let c = 1 + rng.below(50000);
+            // a fractional value to make the sum realistic
+            s.add_n(x, c).unwrap();
+            total += c;
+        }
+        s.add(1.0).unwrap();
+        s.add(600000.0).unwrap();
+        assert_eq!(s.num_buckets() as i32, hi + 1);
+        let len = s.encode().len();
+        eprintln!(
+            "every-bucket size: {len} bytes for {} buckets, {} values",
+            hi + 1,
+            total + 2
+        );
+        assert!(len <= 4096, "{len}");
+        // the worst-case counts (all >= 2^14) still fit
+        let mut w = Sketch::new(alpha).unwrap();
+        for i in 0..=hi {
+            let x = ((i as f64 - 0.5) * lg).exp().clamp(1.0, 600000.0);
+            w.add_n(x * 1.000001f64.min(600000.0 / x), 50000).unwrap();
+        }
+        let wl = w.encode().len();
+        eprintln!("all-50000 size: {wl} bytes");
+        assert!(wl <= 4096, "{wl}");
+    }
+
+    #[test]
+    fn size_lognormal_day() {
+        let mut rng = Rng(5);
+        let mut buf = sketch_to_working(&Sketch::new(0.005).unwrap());
+        let mut vals = Vec::with_capacity(1_000_000);
+        for _ in 0..1_000_000 {
+            let x = (6.65 + 2.2 * rng.normal()).exp().clamp(1.0, 600000.0);
+            vals.push(x);
+            if let Err(AddError::NeedsGrow { suggested_len, .. }) = working_add(&mut buf, x) {
+                let mut nb = vec![0u8; suggested_len];
+                working_grow(&buf, &mut nb).unwrap();
+                buf = nb;
+                working_add(&mut buf, x).unwrap();
+            }
+        }
+        let s = working_to_sketch(&buf).unwrap();
+        let len = s.encode().len();
+        eprintln!(
+            "lognormal 1M size: {len} bytes, {} buckets",
+            s.num_buckets()
+        );
+        assert!(len <= 4096, "{len}");
+        let sv = sorted(&vals);
+        for q in QGRID {
+            let (e, x) = (s.quantile(q).unwrap().unwrap(), oracle(&sv, q));
+            assert!((e - x).abs() <= tol(0.005, x), "q={q} {e} vs {x}");
+        }
+    }
+
+    #[test]
+    fn varint_base64_primitives() {
+        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            let mut r = Reader { b: &b, p: 0 };
+            assert_eq!(r.varint().unwrap(), v);
+            assert_eq!(r.p, b.len());
+        }
+        assert!(Reader {
+            b: &[0x80, 0x00],
+            p: 0
+        }
+        .varint()
+        .is_err());
+        assert!(Reader {
+            b: &[0xff; 10],
+            p: 0
+        }
+        .varint()
+        .is_err());
+        for v in [0i64, 1, -1, i32::MAX as i64, i32::MIN as i64] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar"] {
+            let mut s = String::new();
+            b64_encode_into(data, &mut s);
+            if !data.is_empty() {
+                assert_eq!(b64_decode(&s).unwrap(), data);
+            }
+        }
+        let mut s = String::new();
+        b64_encode_into(b"foobar", &mut s);
+        assert_eq!(s, "Zm9vYmFy");
+        assert!(b64_decode("Zm9=YmFy").is_err());
+        assert!(b64_decode("Zg=").is_err());
+        assert!(b64_decode("Zh==").is_err()); // non-zero pad bits
+    }
+
+    /// Timing report (not an assertion): `cargo test --release -- --ignored --nocapture bench`.
+    #[test]
+    #[ignore]
+    fn bench_report() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        let n = 10_000_000;
+        let mut rng = Rng(42);
+        let vals: Vec<f64> = (0..n).map(|_| (4.0 + 1.5 * rng.normal()).exp()).collect();
+        let mut buf = vec![0u8; working_min_len() + 8 * 4000];
+        working_init(&mut buf, 0.005).unwrap();
+        for &x in &vals[..1000] {
+            working_add(&mut buf, x).unwrap();
+        }
+        working_init(&mut buf, 0.005).unwrap();
+        let t = Instant::now();
+        for &x in &vals {
+            if let Err(AddError::NeedsGrow { suggested_len, .. }) =
+                working_add(black_box(&mut buf), x)
+            {
+                let mut nb = vec![0u8; suggested_len];
+                working_grow(&buf, &mut nb).unwrap();
+                buf = nb;
+                working_add(&mut buf, x).unwrap();
+            }
+        }
+        let wt = t.elapsed().as_secs_f64() * 1e9 / n as f64;
+        let mut s = Sketch::new(0.005).unwrap();
+        let t = Instant::now();
+        for &x in &vals {
+            black_box(&mut s).add(x).unwrap();
+        }
+        let st = t.elapsed().as_secs_f64() * 1e9 / n as f64;
+        assert_eq!(working_to_sketch(&buf).unwrap(), s);
+        let t = Instant::now();
+        let mut acc = 0.0;
+        for &x in &vals {
+            acc += black_box(x).ln();
+        }
+        let lt = t.elapsed().as_secs_f64() * 1e9 / n as f64;
+        black_box(acc);
+        eprintln!(
+            "working_add: {wt:.2} ns/value; Sketch::add: {st:.2} ns/value; ln alone: {lt:.2} ns"
+        );
+        let t = Instant::now();
+        let e = s.encode();
+        let et = t.elapsed();
+        let t = Instant::now();
+        let d = Sketch::decode(&e).unwrap();
+        let dt = t.elapsed();
+        assert_eq!(d, s);
+        eprintln!(
+            "encode {} bytes in {et:?}, decode in {dt:?}, {} buckets",
+            e.len(),
+            s.num_buckets()
+        );
+        // gateway day sizes
+        for m in [1_000_000usize, 5_000_000] {
+            let mut g = Sketch::new(0.005).unwrap();
+            for _ in 0..m {
+                g.add((6.65 + 2.2 * rng.normal()).exp().clamp(1.0, 600000.0))
+                    .unwrap();
+            }
+            eprintln!(
+                "lognormal(6.65, 2.2) clamped to [1, 600000], {m} values: {} bytes",
+                g.encode().len()
+            );
+            let mut g = Sketch::new(0.005).unwrap();
+            for _ in 0..m {
+                g.add((4.5 + 1.2 * rng.normal()).exp().clamp(1.0, 600000.0))
+                    .unwrap();
+            }
+            eprintln!(
+                "lognormal(4.5, 1.2) clamped to [1, 600000], {m} values: {} bytes",
+                g.encode().len()
+            );
+        }
+    }
+}
