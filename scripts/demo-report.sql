@@ -37,3 +37,23 @@ SELECT model_name, count(*) AS requests,
        count(*) FILTER (WHERE status_code >= 400 OR status_code = 0) AS failed,
        sum(tokens_in + tokens_out) AS tokens
   FROM opsmeter.log_records GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5;
+
+\echo '--- ops_sketch: hourly sketches rolled up to the day, against exact percentile_disc'
+WITH hourly AS (
+    SELECT date_trunc('hour', ul.created_at) AS hour, g.platform, ops_sketch(ul.duration_ms) AS s
+      FROM opsmeter.usage_logs ul JOIN opsmeter.groups g ON g.id = ul.group_id
+     GROUP BY 1, 2
+), daily AS (
+    SELECT platform, ops_sketch_merge(s) AS s FROM hourly GROUP BY platform
+), exact AS (
+    SELECT g.platform,
+           percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ul.duration_ms) AS e
+      FROM opsmeter.usage_logs ul JOIN opsmeter.groups g ON g.id = ul.group_id GROUP BY 1
+)
+SELECT d.platform, round(q[1]) AS p50_ms, round(q[2]) AS p95_ms, round(q[3]) AS p99_ms,
+       e[3] AS exact_p99_ms, round(100 * abs(q[3] - e[3])::numeric / e[3], 3) AS p99_err_pct,
+       round(100 * ops_rank(d.s, 2000)::numeric, 1) AS pct_under_2s,
+       pg_column_size(d.s) AS sketch_bytes
+  FROM daily d JOIN exact x USING (platform),
+       LATERAL (SELECT ops_quantiles(d.s, ARRAY[0.5, 0.95, 0.99]) AS q) qq
+ ORDER BY 1;

@@ -130,9 +130,19 @@ unsafe fn with_growth(
     }
 }
 
+/// Whether the call comes from a plain aggregate (not a window aggregate), where PostgreSQL lets
+/// a transition function modify its state argument. This is `AggCheckCallContext`'s test done
+/// inline: a node-tag read instead of a guarded FFI call on every row.
+unsafe fn in_plain_aggregate(fcinfo: pg_sys::FunctionCallInfo) -> bool {
+    unsafe {
+        let ctx = (*fcinfo).context;
+        !ctx.is_null() && (*ctx).type_ == pg_sys::NodeTag::T_AggState
+    }
+}
+
 /// The transition state from argument 0, ready for in-place updates: the argument itself when
 /// it is a working buffer owned by the aggregate, else a working copy in the current context.
-/// `alpha` is used for a NULL (first) state and checked against an existing one.
+/// `alpha` is used for a NULL (first) state.
 unsafe fn writable_state(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> *mut pg_sys::varlena {
     unsafe {
         if pg_arg_is_null(fcinfo, 0) {
@@ -140,15 +150,19 @@ unsafe fn writable_state(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> *mut p
             dd::working_init(payload_mut(p), alpha).or_raise();
             return p;
         }
-        let (bytes, p) = payload_of(pg_getarg_datum_raw(fcinfo, 0));
-        let in_aggregate = pg_sys::AggCheckCallContext(fcinfo, std::ptr::null_mut())
-            == pg_sys::AGG_CONTEXT_AGGREGATE as i32;
         let original = pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<pg_sys::varlena>();
-        if bytes.first() == Some(&WORKING_MAGIC) && in_aggregate && p == original {
-            return p;
+        // Hot path, once per row: our own working buffer (always a plain 4-byte-header varlena,
+        // never toasted) inside a plain aggregate. No detoasting, no copy.
+        if pgrx::varatt_is_4b_u(original)
+            && pgrx::varsize_4b(original) > VARHDRSZ
+            && *(original as *const u8).add(VARHDRSZ) == WORKING_MAGIC
+            && in_plain_aggregate(fcinfo)
+        {
+            return original;
         }
         // A compact state (the first input of ops_sketch_merge, a state shipped as text by
-        // Citus), or a call outside an aggregate, where arguments must not be modified.
+        // Citus), or a call outside a plain aggregate, where arguments must not be modified.
+        let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 0));
         let s = sketch_from_payload(bytes).or_raise();
         working_varlena_from(&s)
     }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# ops_sketch aggregate speed and accuracy (issue: ops_sketch; SPEC §8).
+#   bash bench/sketch.sh            (BENCH_ROWS=10000000, BENCH_RUNS=5)
+# One run, one server, serial plans (max_parallel_workers_per_gather = 0, jit off):
+#   count(*) (scan floor), sum(x), ops_sketch(x), tdigest(x, 100); then a parallel pair;
+# and accuracy of ops_sketch and tdigest against exact percentile_disc.
+# Writes bench/results/sketch.md.
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+BENCH_ROWS="${BENCH_ROWS:-10000000}"
+bench_setup
+
+say "generating $BENCH_ROWS log-normal latencies (1 ms .. 10 min)"
+"${PSQL[@]}" -d opsmeter_bench <<SQL
+SELECT setseed(0.17) \gset
+CREATE TABLE lat AS
+SELECT least(600000, greatest(1, round(1800 * exp(0.9 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()))
+                                       * CASE WHEN random() < 0.005 THEN 15 ELSE 1 END)))::float8 AS x
+  FROM generate_series(1, $BENCH_ROWS);
+VACUUM (ANALYZE, FREEZE) lat;
+SQL
+
+say "timing (median of $BENCH_RUNS runs each)"
+floor=$(median_ms "SELECT count(*) FROM lat")
+sum=$(median_ms "SELECT sum(x) FROM lat")
+sk=$(median_ms "SELECT ops_sketch(x) FROM lat")
+td=$(median_ms "SELECT tdigest(x, 100) FROM lat")
+par_setup="SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;"
+psum=$(median_ms "SELECT sum(x) FROM lat" "$par_setup")
+psk=$(median_ms "SELECT ops_sketch(x) FROM lat" "$par_setup")
+
+say "accuracy against percentile_disc"
+acc=$("${PSQL[@]}" -d opsmeter_bench -At -F ' | ' <<'SQL'
+WITH q AS (SELECT ARRAY[0.5, 0.9, 0.95, 0.99, 0.999]::float8[] AS qs),
+r AS (
+    SELECT (SELECT percentile_disc(q.qs) WITHIN GROUP (ORDER BY x) FROM lat) AS exact,
+           (SELECT ops_quantiles(ops_sketch(x), q.qs) FROM lat) AS sk,
+           (SELECT tdigest_percentile(x, 100, q.qs) FROM lat) AS td,
+           q.qs
+      FROM q
+)
+SELECT 'p' || (100 * qs[i])::text, exact[i],
+       round(sk[i]::numeric, 2), round(100 * abs(sk[i] - exact[i])::numeric / exact[i]::numeric, 3) || ' %',
+       round(td[i]::numeric, 2), round(100 * abs(td[i] - exact[i])::numeric / exact[i]::numeric, 3) || ' %'
+  FROM r, generate_subscripts(r.qs, 1) i;
+SQL
+)
+size=$("${PSQL[@]}" -d opsmeter_bench -At -c "SELECT pg_column_size(ops_sketch(x)) || ' bytes (' || ops_count(ops_sketch(x)) || ' values)' FROM lat")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+mkdir -p bench/results
+{
+    echo "# ops_sketch benchmark"
+    echo
+    echo "\`bash bench/sketch.sh\` — $(date -u +%Y-%m-%d), $BENCH_ROWS rows, $(nproc) cores, PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), median of $BENCH_RUNS runs, jit off."
+    echo
+    echo "| query (serial) | ms | vs sum(x) | vs tdigest(x, 100) |"
+    echo "|---|---:|---:|---:|"
+    echo "| count(*) (scan floor) | $floor | $(ratio "$floor" "$sum") | |"
+    echo "| sum(x) | $sum | 1.00 | |"
+    echo "| **ops_sketch(x)** | $sk | **$(ratio "$sk" "$sum")** | **$(ratio "$sk" "$td")** |"
+    echo "| tdigest(x, 100) | $td | $(ratio "$td" "$sum") | 1.00 |"
+    echo
+    echo "Parallel (2 workers): sum(x) $psum ms, ops_sketch(x) $psk ms ($(ratio "$psk" "$psum")× sum)."
+    echo
+    echo "Accuracy over the same $BENCH_ROWS values (α = 0.005 for ops_sketch), against exact \`percentile_disc\`:"
+    echo
+    echo "| quantile | exact | ops_sketch | rel. error | tdigest(100) | rel. error |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    echo "$acc" | awk -F ' [|] ' '{printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6}'
+    echo
+    echo "Stored size of the whole-table sketch: $size."
+} | tee bench/results/sketch.md
+"$ROOT/scripts/cluster.sh" stop .bench >/dev/null
