@@ -69,10 +69,16 @@ unsafe fn payload_mut<'a>(p: *mut pg_sys::varlena) -> &'a mut [u8] {
 }
 
 /// The payload of any varlena datum, detoasted if needed (the detoasted copy lives in the current
-/// memory context).
+/// memory context). A plain, inline, uncompressed value (always the case for transition states)
+/// is read where it is, without the guarded FFI call: this runs once per row.
 unsafe fn payload_of<'a>(d: pg_sys::Datum) -> (&'a [u8], *mut pg_sys::varlena) {
     unsafe {
-        let p = pg_sys::pg_detoast_datum(d.cast_mut_ptr());
+        let raw = d.cast_mut_ptr::<pg_sys::varlena>();
+        let p = if pgrx::varatt_is_4b_u(raw) {
+            raw
+        } else {
+            pg_sys::pg_detoast_datum(raw)
+        };
         let len = pgrx::varsize_any_exhdr(p);
         let data = pgrx::vardata_any(p) as *const u8;
         (std::slice::from_raw_parts(data, len), p)
@@ -150,19 +156,18 @@ unsafe fn writable_state(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> *mut p
             dd::working_init(payload_mut(p), alpha).or_raise();
             return p;
         }
-        let original = pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<pg_sys::varlena>();
+        let original = pg_getarg_datum_raw(fcinfo, 0);
+        let (bytes, p) = payload_of(original);
         // Hot path, once per row: our own working buffer (always a plain 4-byte-header varlena,
-        // never toasted) inside a plain aggregate. No detoasting, no copy.
-        if pgrx::varatt_is_4b_u(original)
-            && pgrx::varsize_4b(original) > VARHDRSZ
-            && *(original as *const u8).add(VARHDRSZ) == WORKING_MAGIC
+        // never toasted, so `p` is the argument itself) inside a plain aggregate. No copy.
+        if bytes.first() == Some(&WORKING_MAGIC)
+            && p == original.cast_mut_ptr()
             && in_plain_aggregate(fcinfo)
         {
-            return original;
+            return p;
         }
         // A compact state (the first input of ops_sketch_merge, a state shipped as text by
         // Citus), or a call outside a plain aggregate, where arguments must not be modified.
-        let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 0));
         let s = sketch_from_payload(bytes).or_raise();
         working_varlena_from(&s)
     }
