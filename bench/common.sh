@@ -2,7 +2,7 @@
 # with opsmeter and tdigest, and a timing helper. Source it.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 BENCH_PORT="${BENCH_PORT:-55434}"
-BENCH_RUNS="${BENCH_RUNS:-5}"
+BENCH_RUNS="${BENCH_RUNS:-7}"
 
 bench_setup() {
     "$ROOT/scripts/deps.sh"
@@ -21,15 +21,29 @@ bench_setup() {
     "${PSQL[@]}" -d opsmeter_bench -c "CREATE EXTENSION opsmeter" -c "CREATE EXTENSION tdigest"
 }
 
-# median_ms SQL [SETUP_SQL]: runs SQL BENCH_RUNS times in one session (after one warm-up run)
-# and prints the median server-reported time in milliseconds (psql \timing).
-median_ms() {
-    local sql="$1" setup="${2:-}"
+# interleaved_medians NAME=SQL ...: one session; one untimed warm-up of each query, then
+# BENCH_RUNS rounds that each run every query once, in order (so drift and noise from the rest
+# of the machine spread over all queries alike). Prints "NAME MEDIAN_MS" per query.
+# BENCH_SETUP (SQL) runs first, e.g. SET statements.
+interleaved_medians() {
+    local pairs=("$@") names=() sqls=() i r
+    for p in "${pairs[@]}"; do names+=("${p%%=*}"); sqls+=("${p#*=}"); done
     {
-        echo "$setup"
-        echo "$sql;"   # warm-up, not timed
+        echo "${BENCH_SETUP:-}"
+        for i in "${!sqls[@]}"; do echo "${sqls[$i]};"; done
         echo '\timing on'
-        for _ in $(seq "$BENCH_RUNS"); do echo "$sql;"; done
+        for r in $(seq "$BENCH_RUNS"); do
+            for i in "${!sqls[@]}"; do echo "${sqls[$i]};"; done
+        done
     } | "${PSQL[@]}" -d opsmeter_bench -o /dev/null 2>&1 | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' \
-      | sort -n | awk '{a[NR] = $1} END {if (NR == 0) exit 1; print a[int((NR + 1) / 2)]}'
+      | awk -v n="${#sqls[@]}" -v names="${names[*]}" '
+            BEGIN { split(names, nm, " ") }
+            { q = (NR - 1) % n + 1; t[q, ++c[q]] = $1 }
+            END {
+                for (q = 1; q <= n; q++) {
+                    m = c[q]; for (i = 1; i <= m; i++) v[i] = t[q, i]
+                    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { x = v[i]; v[i] = v[j]; v[j] = x }
+                    print nm[q], v[int((m + 1) / 2)]
+                }
+            }'
 }

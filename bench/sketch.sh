@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ops_sketch aggregate speed and accuracy (issue: ops_sketch; SPEC §8).
-#   bash bench/sketch.sh            (BENCH_ROWS=10000000, BENCH_RUNS=5)
+#   bash bench/sketch.sh            (BENCH_ROWS=10000000, BENCH_RUNS=7)
 # One run, one server, serial plans (max_parallel_workers_per_gather = 0, jit off):
 #   count(*) (scan floor), sum(x), ops_sketch(x), tdigest(x, 100); then a parallel pair;
 # and accuracy of ops_sketch and tdigest against exact percentile_disc.
@@ -20,14 +20,14 @@ SELECT least(600000, greatest(1, round(1800 * exp(0.9 * sqrt(-2 * ln(1 - random(
 VACUUM (ANALYZE, FREEZE) lat;
 SQL
 
-say "timing (median of $BENCH_RUNS runs each)"
-floor=$(median_ms "SELECT count(*) FROM lat")
-sum=$(median_ms "SELECT sum(x) FROM lat")
-sk=$(median_ms "SELECT ops_sketch(x) FROM lat")
-td=$(median_ms "SELECT tdigest(x, 100) FROM lat")
-par_setup="SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;"
-psum=$(median_ms "SELECT sum(x) FROM lat" "$par_setup")
-psk=$(median_ms "SELECT ops_sketch(x) FROM lat" "$par_setup")
+say "timing (median of $BENCH_RUNS interleaved rounds)"
+declare -A T
+while read -r name ms; do T[$name]=$ms; done < <(interleaved_medians \
+    "floor=SELECT count(*) FROM lat" "sum=SELECT sum(x) FROM lat" \
+    "sk=SELECT ops_sketch(x) FROM lat" "td=SELECT tdigest(x, 100) FROM lat")
+while read -r name ms; do T[$name]=$ms; done < <(BENCH_SETUP="SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;" \
+    interleaved_medians "psum=SELECT sum(x) FROM lat" "psk=SELECT ops_sketch(x) FROM lat")
+floor=${T[floor]}; sum=${T[sum]}; sk=${T[sk]}; td=${T[td]}; psum=${T[psum]}; psk=${T[psk]}
 
 say "accuracy against percentile_disc"
 acc=$("${PSQL[@]}" -d opsmeter_bench -At -F ' | ' <<'SQL'
@@ -52,7 +52,7 @@ mkdir -p bench/results
 {
     echo "# ops_sketch benchmark"
     echo
-    echo "\`bash bench/sketch.sh\` — $(date -u +%Y-%m-%d), $BENCH_ROWS rows, $(nproc) cores, PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), median of $BENCH_RUNS runs, jit off."
+    echo "\`bash bench/sketch.sh\` — $(date -u +%Y-%m-%d), $BENCH_ROWS rows, $(nproc) cores, PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), median of $BENCH_RUNS interleaved rounds, jit off."
     echo
     echo "| query (serial) | ms | vs sum(x) | vs tdigest(x, 100) |"
     echo "|---|---:|---:|---:|"

@@ -266,11 +266,57 @@ unsafe fn trans(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> pg_sys::Datum {
     }
 }
 
+/// The per-row fast path of `ops_sketch(value)`: a non-NULL finite value added in place to a
+/// working state that belongs to a plain aggregate, when it fits the state's current windows.
+/// It makes no PostgreSQL call (no allocation, no error report), so it needs no pgrx guard;
+/// `None` means "take the guarded path", which redoes the work with growth and errors.
+///
+/// # Safety
+/// `fcinfo` must be a valid call frame of `ops_sketch_trans`.
+#[inline(always)]
+unsafe fn trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> Option<pg_sys::Datum> {
+    unsafe {
+        if pg_arg_is_null(fcinfo, 0) || pg_arg_is_null(fcinfo, 1) || !in_plain_aggregate(fcinfo) {
+            return None;
+        }
+        let state = pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<pg_sys::varlena>();
+        if !pgrx::varatt_is_4b_u(state) {
+            return None;
+        }
+        let buf = payload_mut(state);
+        if buf.first() != Some(&WORKING_MAGIC) {
+            return None;
+        }
+        // float8 is passed by value.
+        let x = f64::from_bits(pg_getarg_datum_raw(fcinfo, 1).value() as u64);
+        // On error the buffer is unchanged (the core guarantees it) and the guarded path
+        // repeats the add and reports or grows.
+        dd::working_add(buf, x).ok()?;
+        Some(pg_sys::Datum::from(state))
+    }
+}
+
 v1_info!(pg_finfo_ops_sketch_trans);
 /// `ops_sketch_trans(ops_sketch, float8)`: adds a value at the default alpha.
-#[pg_guard]
+///
+/// Not `#[pg_guard]`ed itself: the row path ([`trans_fast`]) runs under `catch_unwind` and
+/// touches nothing of PostgreSQL's, and everything else goes through the guarded
+/// [`ops_sketch_trans_guarded`].
 #[no_mangle]
 pub unsafe extern "C-unwind" fn ops_sketch_trans(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        trans_fast(fcinfo)
+    }));
+    match fast {
+        Ok(Some(d)) => d,
+        _ => unsafe { ops_sketch_trans_guarded(fcinfo) },
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn ops_sketch_trans_guarded(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     unsafe { trans(fcinfo, dd::DEFAULT_ALPHA) }
