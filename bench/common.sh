@@ -8,9 +8,7 @@ bench_setup() {
     "$ROOT/scripts/deps.sh"
     say "building and installing opsmeter (release)"
     "$ROOT/scripts/cluster.sh" stop .bench >/dev/null
-    SUDO_FLAG=""; [ "$(id -u)" = 0 ] || SUDO_FLAG="--sudo"
-    cargo pgrx install --release $SUDO_FLAG --pg-config "$PG_CONFIG" >"$(pg_dir .test)/bench-install.log" 2>&1 \
-        || { tail -30 "$(pg_dir .test)/bench-install.log"; die "cargo pgrx install failed"; }
+    install_extension bench-install.log --release
     "$ROOT/scripts/cluster.sh" start .bench "$BENCH_PORT" \
         "shared_buffers = '2GB'" "work_mem = '256MB'" "max_parallel_workers_per_gather = 0" \
         "jit = off" "max_wal_size = '4GB'" "synchronous_commit = off"

@@ -42,6 +42,19 @@ pg_dir() {
     fi
 }
 
+# install_extension LOGNAME [--release]: build opsmeter and install it into Debian's
+# PostgreSQL (with sudo when not root); the build log goes to .test/LOGNAME, its tail is shown
+# on failure.
+install_extension() {
+    local log
+    log="$(pg_dir .test)/$1"
+    shift
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(--sudo)
+    cargo pgrx install "$@" "${sudo[@]}" --pg-config "$PG_CONFIG" >"$log" 2>&1 \
+        || { tail -30 "$log"; die "cargo pgrx install failed (log: $log)"; }
+}
+
 # own_dir DIR: make DIR owned by the cluster owner.
 own_dir() {
     mkdir -p "$1"

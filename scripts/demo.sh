@@ -14,11 +14,9 @@ DB=opsmeter_demo
 "$ROOT/scripts/deps.sh"
 
 say "building and installing opsmeter (release)"
-SUDO_FLAG=""; [ "$(id -u)" = 0 ] || SUDO_FLAG="--sudo"
 # A running demo cluster maps the library that is about to be replaced: stop it first.
 "$ROOT/scripts/cluster.sh" stop .demo >/dev/null
-cargo pgrx install --release $SUDO_FLAG --pg-config "$PG_CONFIG" >"$(pg_dir .test)/demo-install.log" 2>&1 \
-    || { tail -30 "$(pg_dir .test)/demo-install.log"; die "cargo pgrx install failed"; }
+install_extension demo-install.log --release
 
 say "starting the demo cluster in .demo (port $DEMO_PORT)"
 "$ROOT/scripts/cluster.sh" start .demo "$DEMO_PORT" \

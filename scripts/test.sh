@@ -52,9 +52,7 @@ fi
 
 if want regress; then
 say "layer 3/3: SQL regression tests (pg_regress)"
-SUDO_FLAG=""; [ "$(id -u)" = 0 ] || SUDO_FLAG="--sudo"
-cargo pgrx install $SUDO_FLAG --pg-config "$PG_CONFIG" >"$LOGS/install.log" 2>&1 \
-    || { tail -30 "$LOGS/install.log"; die "cargo pgrx install failed"; }
+install_extension install.log
 "$ROOT/scripts/check-sql-frozen.sh"
 "$ROOT/scripts/cluster.sh" start .test/cluster "$TEST_PORT" \
     "timezone = 'UTC'"

@@ -12,19 +12,13 @@ pub trait SqlError: std::fmt::Display {
     fn hint(&self) -> Option<String> {
         None
     }
-    fn detail(&self) -> Option<String> {
-        None
-    }
 }
 
-/// Raises `err` as an `ERROR` with its SQLSTATE, hint and detail. Never returns.
+/// Raises `err` as an `ERROR` with its SQLSTATE and hint. Never returns.
 pub fn raise(err: &dyn SqlError, funcname: &'static str) -> ! {
     let mut report = ErrorReport::new(err.sqlstate(), err.to_string(), funcname);
     if let Some(hint) = err.hint() {
         report = report.set_hint(hint);
-    }
-    if let Some(detail) = err.detail() {
-        report = report.set_detail(detail);
     }
     report.report(PgLogLevel::ERROR);
     unreachable!("an ERROR report does not return")

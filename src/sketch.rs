@@ -249,18 +249,32 @@ pub unsafe extern "C-unwind" fn ops_sketch_send(fcinfo: pg_sys::FunctionCallInfo
     }
 }
 
+/// Argument `n`, a non-NULL float8 (passed by value on 64-bit platforms).
+unsafe fn float8_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> f64 {
+    unsafe { f64::from_bits(pg_getarg_datum_raw(fcinfo, n).value() as u64) }
+}
+
+/// For the transition and combine functions: when argument 1 (the value or sketch to add) is
+/// NULL it is skipped, and the result is the state unchanged (or still NULL).
+unsafe fn skip_null_input(fcinfo: pg_sys::FunctionCallInfo) -> Option<pg_sys::Datum> {
+    unsafe {
+        if !pg_arg_is_null(fcinfo, 1) {
+            None
+        } else if pg_arg_is_null(fcinfo, 0) {
+            Some(pg_return_null(fcinfo))
+        } else {
+            Some(pg_getarg_datum_raw(fcinfo, 0))
+        }
+    }
+}
+
 /// Shared body of the two transition functions: argument 1 is the value, `alpha` the accuracy.
 unsafe fn trans(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> pg_sys::Datum {
     unsafe {
-        if pg_arg_is_null(fcinfo, 1) {
-            // NULL values are skipped: the state is unchanged (or still NULL).
-            return if pg_arg_is_null(fcinfo, 0) {
-                pg_return_null(fcinfo)
-            } else {
-                pg_getarg_datum_raw(fcinfo, 0)
-            };
+        if let Some(unchanged) = skip_null_input(fcinfo) {
+            return unchanged;
         }
-        let x = f64::from_datum(pg_getarg_datum_raw(fcinfo, 1), false).unwrap_or(f64::NAN);
+        let x = float8_arg(fcinfo, 1);
         let state = writable_state(fcinfo, alpha);
         pg_sys::Datum::from(with_growth(state, |buf| dd::working_add(buf, x)))
     }
@@ -287,8 +301,7 @@ unsafe fn trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> Option<pg_sys::Datum> 
         if buf.first() != Some(&WORKING_MAGIC) {
             return None;
         }
-        // float8 is passed by value.
-        let x = f64::from_bits(pg_getarg_datum_raw(fcinfo, 1).value() as u64);
+        let x = float8_arg(fcinfo, 1);
         // On error the buffer is unchanged (the core guarantees it) and the guarded path
         // repeats the add and reports or grows.
         dd::working_add(buf, x).ok()?;
@@ -334,7 +347,7 @@ pub unsafe extern "C-unwind" fn ops_sketch_trans_alpha(
         let alpha = if pg_arg_is_null(fcinfo, 2) {
             dd::DEFAULT_ALPHA
         } else {
-            f64::from_datum(pg_getarg_datum_raw(fcinfo, 2), false).unwrap_or(f64::NAN)
+            float8_arg(fcinfo, 2)
         };
         if !(dd::MIN_ALPHA..=dd::MAX_ALPHA).contains(&alpha) {
             crate::error::raise(&SketchError::AlphaOutOfRange(alpha), "ops_sketch");
@@ -368,12 +381,8 @@ pub unsafe extern "C-unwind" fn ops_sketch_combine(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     unsafe {
-        if pg_arg_is_null(fcinfo, 1) {
-            return if pg_arg_is_null(fcinfo, 0) {
-                pg_return_null(fcinfo)
-            } else {
-                pg_getarg_datum_raw(fcinfo, 0)
-            };
+        if let Some(unchanged) = skip_null_input(fcinfo) {
+            return unchanged;
         }
         let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 1));
         let other = sketch_from_payload(bytes).or_raise();
