@@ -57,3 +57,44 @@ SELECT d.platform, round(q[1]) AS p50_ms, round(q[2]) AS p95_ms, round(q[3]) AS 
   FROM daily d JOIN exact x USING (platform),
        LATERAL (SELECT ops_quantiles(d.s, ARRAY[0.5, 0.95, 0.99]) AS q) qq
  ORDER BY 1;
+
+\echo '--- rollups: ops_upsert_hourly and ops_upsert_daily over the loaded day'
+SELECT date_trunc('day', min(created_at), 'UTC') AS day FROM opsmeter.usage_logs \gset
+SELECT ops_upsert_hourly(:'day', :'day'::timestamptz + interval '1 day') AS hourly_rows_written,
+       ops_upsert_daily(:'day', :'day'::timestamptz + interval '1 day') AS daily_rows_written;
+
+\echo '--- opsmeter.metrics_daily: the day, overall and per platform'
+SELECT bucket_date, coalesce(platform, '(all)') AS platform, success_count AS ok, error_count_total AS errors,
+       error_count_sla AS sla_errors, upstream_429_count AS up_429, upstream_529_count AS up_529,
+       duration_p50_ms AS p50_ms, duration_p95_ms AS p95_ms, duration_p99_ms AS p99_ms,
+       round(duration_avg_ms) AS avg_ms, ttft_p50_ms AS ttft_p50, ttft_p99_ms AS ttft_p99, token_consumed AS tokens
+  FROM opsmeter.metrics_daily WHERE group_id IS NULL ORDER BY 1, platform NULLS FIRST;
+
+\echo '--- opsmeter.metrics_hourly: overall, by UTC hour'
+SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00') AS hour_utc, success_count AS ok,
+       error_count_total AS errors, round(100.0 * error_count_sla / nullif(success_count + error_count_total, 0), 2) AS sla_err_pct,
+       duration_p50_ms AS p50_ms, duration_p99_ms AS p99_ms, ttft_p99_ms AS ttft_p99
+  FROM opsmeter.metrics_hourly WHERE platform IS NULL AND group_id IS NULL ORDER BY 1;
+
+\echo '--- daily p99 from merged sketches vs the seed''s approximation (max of hourly p99), against exact'
+WITH exact AS (
+    SELECT g.platform, percentile_disc(0.99) WITHIN GROUP (ORDER BY ul.duration_ms) AS p99
+      FROM opsmeter.usage_logs ul JOIN opsmeter.groups g ON g.id = ul.group_id GROUP BY 1
+), seedish AS (
+    SELECT platform, max(duration_p99_ms) AS p99 FROM opsmeter.metrics_hourly
+     WHERE group_id IS NULL AND platform IS NOT NULL GROUP BY 1
+)
+SELECT d.platform, e.p99 AS exact_p99_ms, d.duration_p99_ms AS opsmeter_p99_ms,
+       round(100 * abs(d.duration_p99_ms - e.p99)::numeric / e.p99, 2) AS opsmeter_err_pct,
+       s.p99 AS seed_style_p99_ms, round(100 * abs(s.p99 - e.p99)::numeric / e.p99, 2) AS seed_err_pct
+  FROM opsmeter.metrics_daily d JOIN exact e USING (platform) JOIN seedish s USING (platform)
+ WHERE d.group_id IS NULL ORDER BY 1;
+
+\echo '--- ops_metrics: 6-hour buckets for anthropic, and the busiest hour in 10-minute buckets (raw logs)'
+SELECT bucket_start AT TIME ZONE 'UTC' AS bucket_utc, success_count AS ok, error_count_total AS errors, duration_p99_ms AS p99_ms
+  FROM ops_metrics(:'day', :'day'::timestamptz + interval '1 day', '6 hours', 'anthropic');
+SELECT bucket_start AT TIME ZONE 'UTC' AS bucket_utc, success_count AS ok, duration_p50_ms AS p50_ms, duration_p99_ms AS p99_ms
+  FROM ops_metrics(:'day'::timestamptz + interval '14 hours', :'day'::timestamptz + interval '15 hours', '10 minutes');
+
+\echo '--- pg_cron: the scheduled catch-up'
+SELECT jobname, schedule, command FROM cron.job WHERE jobname LIKE 'opsmeter%';

@@ -20,7 +20,8 @@ install_extension demo-install.log --release
 
 say "starting the demo cluster in .demo (port $DEMO_PORT)"
 "$ROOT/scripts/cluster.sh" start .demo "$DEMO_PORT" \
-    "shared_preload_libraries = 'opsmeter,pg_cron'" "cron.database_name = '$DB'"
+    "shared_preload_libraries = 'opsmeter,pg_cron'" "cron.database_name = '$DB'" \
+    "cron.use_background_workers = on"
 SOCK="$("$ROOT/scripts/cluster.sh" sockdir .demo)"
 PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$DEMO_PORT" -U postgres)
 
@@ -34,6 +35,9 @@ DAY_ARGS=()
 [ -n "${DEMO_DAY:-}" ] && DAY_ARGS=(-v "day=$DEMO_DAY")
 say "loading a day of gateway traffic ($DEMO_ROWS requests)"
 "${PSQL[@]}" -d "$DB" "${DAY_ARGS[@]}" -v "usage_rows=$DEMO_ROWS" -f "$ROOT/bench/traffic.sql" >/dev/null
+
+say "scheduling the rollup catch-up with pg_cron (every 5 minutes)"
+"${PSQL[@]}" -d "$DB" -Atc "SELECT cron.schedule('opsmeter-rollup', '*/5 * * * *', \$\$SELECT ops_rollup_catch_up()\$\$)" >/dev/null
 
 say "report"
 "$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$DEMO_PORT" -U postgres -d "$DB" \

@@ -4,7 +4,9 @@
 #   2. pg_test   #[pg_test]s inside a PostgreSQL that cargo-pgrx starts (as the postgres user)
 #   3. regress   SQL files in tests/regress run by pg_regress against a throwaway cluster,
 #                plus: the install script matches its frozen sql/ copy, a pg_dump/restore
-#                round trip, and every frozen old version upgrades to a fresh install's catalog
+#                round trip, every frozen old version upgrades to a fresh install's catalog, and
+#                the concurrency tests in tests/concurrency (several real sessions), and the
+#                README's pg_cron recipe run by a real pg_cron (tests/cron)
 # Prints each runner's summary and a closing total.
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -55,9 +57,12 @@ say "layer 3/3: SQL regression tests (pg_regress)"
 install_extension install.log
 "$ROOT/scripts/check-sql-frozen.sh"
 "$ROOT/scripts/cluster.sh" start .test/cluster "$TEST_PORT" \
-    "timezone = 'UTC'"
+    "timezone = 'UTC'" "shared_preload_libraries = 'pg_cron'" "cron.database_name = 'opsmeter_cron'" \
+    "cron.use_background_workers = on"
 trap '"$ROOT/scripts/cluster.sh" stop .test/cluster >/dev/null' EXIT
 SOCK="$("$ROOT/scripts/cluster.sh" sockdir .test/cluster)"
+# the pg_cron recipe: scheduled now, checked at the end (pg_cron 1.4 runs jobs by the minute)
+"$ROOT/tests/cron/rollups.sh" start "$SOCK" "$TEST_PORT"
 OUT="$LOGS/regress"
 rm -rf "$OUT"; mkdir -p "$OUT"
 set +e
@@ -80,17 +85,27 @@ PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$TEST_PORT" -U post
 "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_restore" -c "CREATE DATABASE opsmeter_restore"
 "${PSQL[@]}" -d opsmeter_restore -f "$LOGS/regress-dump.sql" >"$LOGS/restore.log" 2>&1 \
     || { tail -20 "$LOGS/restore.log"; die "restoring the pg_dump of the regression database failed"; }
-q="SELECT id, s::text, ops_quantile(s, 0.99) FROM sketch_dump_check ORDER BY id"
+q="SELECT id, s::text, ops_quantile(s, 0.99) FROM sketch_dump_check ORDER BY id;
+   SELECT h::text FROM opsmeter.metrics_hourly h ORDER BY bucket_start, platform, group_id;
+   SELECT d::text FROM opsmeter.metrics_daily d ORDER BY bucket_date, platform, group_id"
 if diff <("${PSQL[@]}" -d opsmeter_regress -Atc "$q") <("${PSQL[@]}" -d opsmeter_restore -Atc "$q") >/dev/null \
-   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM sketch_dump_check")" -gt 0 ]; then
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM sketch_dump_check")" -gt 0 ] \
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.metrics_hourly")" -gt 0 ]; then
     echo "test pg_dump/restore                ... ok"
     PASSED[regress]=$(( PASSED[regress] + 1 ))
 else
-    die "sketches differ after pg_dump/restore"
+    die "sketches or rollup rows differ after pg_dump/restore"
 fi
 
 "$ROOT/scripts/check-upgrade.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/upgrade.log"
 PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/upgrade.log") ))
+
+# several real sessions rolling up overlapping windows at once
+"$ROOT/tests/concurrency/rollups.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/concurrency.log"
+PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/concurrency.log") ))
+
+"$ROOT/tests/cron/rollups.sh" check "$SOCK" "$TEST_PORT" | tee "$LOGS/cron.log"
+PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/cron.log") ))
 fi
 
 total=$(( PASSED[core] + PASSED[pg_test] + PASSED[regress] ))

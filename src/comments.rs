@@ -30,8 +30,15 @@ COMMENT ON FUNCTION ops_mean(ops_sketch) IS 'opsmeter: exact mean of the values'
 COMMENT ON FUNCTION ops_min(ops_sketch) IS 'opsmeter: exact minimum';
 COMMENT ON FUNCTION ops_max(ops_sketch) IS 'opsmeter: exact maximum';
 COMMENT ON FUNCTION ops_sketch_alpha(ops_sketch) IS 'opsmeter: relative accuracy alpha the sketch was built with';
+COMMENT ON FUNCTION ops_upsert_hourly(timestamptz, timestamptz) IS 'opsmeter: recompute opsmeter.metrics_hourly for [start_time, end_time) widened to whole UTC hours (each hour replaced exactly); NULL, empty or inverted windows return 0; returns rows written';
+COMMENT ON FUNCTION ops_upsert_daily(timestamptz, timestamptz) IS 'opsmeter: recompute opsmeter.metrics_daily for [start_time, end_time) widened to whole UTC days, merging the hourly sketches; returns rows written';
+COMMENT ON FUNCTION ops_latest_hourly_bucket() IS 'opsmeter: start of the latest hour in opsmeter.metrics_hourly (NULL when empty)';
+COMMENT ON FUNCTION ops_latest_daily_bucket() IS 'opsmeter: latest date in opsmeter.metrics_daily (NULL when empty)';
+COMMENT ON FUNCTION ops_rollup_catch_up() IS 'opsmeter: roll up from the latest rolled-up hour to now() - opsmeter.rollup_lag, then the complete days; what pg_cron or the background worker calls; returns rows written';
+COMMENT ON FUNCTION ops_metrics_query(timestamptz, timestamptz, interval) IS 'opsmeter: the SQL ops_metrics runs for a bucket width ($1 since, $2 until, $3 platform, $4 group_id), for EXPLAIN';
+COMMENT ON FUNCTION ops_metrics(timestamptz, timestamptz, interval, text, bigint) IS 'opsmeter: ops metrics for [since, until) in buckets of any width (1 minute .. 366 days, or months), one grain (overall, a platform, or a group), percentiles merged from stored sketches';
 "#,
     name = "comments",
     finalize,
-    requires = ["ops_sketch_type"]
+    requires = ["ops_sketch_type", "rollup_tables", "ops_metrics"]
 );

@@ -10,6 +10,7 @@ pub mod cores;
 mod comments;
 mod error;
 mod gucs;
+mod rollups;
 mod schema;
 mod sketch;
 mod sources;
