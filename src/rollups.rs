@@ -182,24 +182,32 @@ fn us(t: TimestampWithTimeZone) -> i64 {
     t.into()
 }
 
-/// Runs `f` with `enable_sort` off, restoring the caller's value afterwards (and at the end of
-/// the transaction on error, as `SET LOCAL`). PostgreSQL has no statistics for an expression such
-/// as `date_bin('1 hour', created_at, ...)`, so it estimates as many (hour, group) groups as rows
-/// and, with 8 KiB sketch states, plans a sort of the whole window followed by a GroupAggregate;
-/// the real number of groups is hours x groups, which a hash aggregation holds easily.
+/// Runs the rollup aggregation `f` with planner settings it needs, restoring the caller's
+/// values afterwards (and at the end of the transaction on error, as `SET LOCAL` does):
+/// * `enable_sort` off: PostgreSQL has no statistics for `date_bin('1 hour', created_at, ...)`
+///   on a user's table (opsmeter's own tables have `CREATE STATISTICS` for it), so it estimates
+///   as many (hour, group) groups as rows and plans a sort of the whole window followed by a
+///   GroupAggregate; the real number of groups is hours x groups, which a hash table holds.
+/// * `work_mem` at least `opsmeter.rollup_work_mem`, so that hash table does not spill.
 pub(crate) fn with_hash_aggregation<T>(f: impl FnOnce() -> T) -> T {
-    let old: String = Spi::get_one("SELECT pg_catalog.current_setting('enable_sort')")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "on".into());
-    Spi::run("SELECT pg_catalog.set_config('enable_sort', 'off', true)")
-        .unwrap_or_else(|e| pgrx::error!("opsmeter: could not set enable_sort: {e}"));
-    let out = f();
-    Spi::run_with_args(
-        "SELECT pg_catalog.set_config('enable_sort', $1, true)",
-        &[old.into()],
+    let (sort, work_mem_kb): (Option<String>, Option<i32>) = Spi::get_two(
+        "SELECT pg_catalog.current_setting('enable_sort'),
+                (SELECT setting::int FROM pg_catalog.pg_settings WHERE name = 'work_mem')",
     )
-    .unwrap_or_else(|e| pgrx::error!("opsmeter: could not restore enable_sort: {e}"));
+    .unwrap_or_else(|e| pgrx::error!("opsmeter: could not read settings: {e}"));
+    let sort = sort.unwrap_or_else(|| "on".into());
+    let work_mem_kb = work_mem_kb.unwrap_or(0);
+    let want_kb = gucs::rollup_work_mem_kb().max(work_mem_kb);
+    let set = |sort: &str, kb: i32| {
+        Spi::run_with_args(
+            "SELECT pg_catalog.set_config('enable_sort', $1, true), pg_catalog.set_config('work_mem', $2, true)",
+            &[sort.into(), format!("{kb}kB").into()],
+        )
+        .unwrap_or_else(|e| pgrx::error!("opsmeter: could not set planner settings: {e}"));
+    };
+    set("off", want_kb);
+    let out = f();
+    set(&sort, work_mem_kb);
     out
 }
 
@@ -544,6 +552,28 @@ mod tests {
                 "{good}"
             );
         }
+    }
+
+    #[pg_test]
+    fn the_aggregation_hashes_with_enough_memory_and_gives_settings_back() {
+        Spi::run("SET work_mem = '1MB'; SET enable_sort = on").unwrap();
+        let inside = super::with_hash_aggregation(|| {
+            Spi::get_two::<String, String>(
+                "SELECT current_setting('work_mem'), current_setting('enable_sort')",
+            )
+            .unwrap()
+        });
+        assert_eq!(inside, (Some("64MB".into()), Some("off".into())));
+        Spi::run("SET opsmeter.rollup_work_mem = '128MB'").unwrap();
+        let inside = super::with_hash_aggregation(|| {
+            Spi::get_one::<String>("SELECT current_setting('work_mem')").unwrap()
+        });
+        assert_eq!(inside, Some("128MB".into()));
+        let after = Spi::get_two::<String, String>(
+            "SELECT current_setting('work_mem'), current_setting('enable_sort')",
+        )
+        .unwrap();
+        assert_eq!(after, (Some("1MB".into()), Some("on".into())));
     }
 
     /// The aggregation step is a plain SELECT, so PostgreSQL may plan it in parallel.

@@ -158,3 +158,13 @@ SELECT ops_rollup_catch_up() > 0 AS wrote_rows;
 SELECT success_count >= 1 AS rolled_up FROM opsmeter.metrics_hourly WHERE bucket_start = date_bin('1 hour', now() - interval '1 minute', '2000-01-03 00:00+00') AND group_id = 1;
 SELECT regress.err($$SET opsmeter.rollup_lag = '8d'$$);
 RESET opsmeter.rollup_lag;
+
+-- 11. The aggregation runs with enable_sort off and work_mem >= opsmeter.rollup_work_mem, and
+-- gives the caller's settings back.
+SET work_mem = '1MB';
+SET enable_sort = on;
+SHOW opsmeter.rollup_work_mem;
+SELECT ops_upsert_hourly('2026-11-21 00:00+00', '2026-11-21 02:00+00') > 0 AS wrote_rows;
+SELECT current_setting('work_mem') AS work_mem, current_setting('enable_sort') AS enable_sort;
+RESET work_mem;
+RESET enable_sort;
