@@ -2952,4 +2952,81 @@ mod tests {
             );
         }
     }
+
+    /// Hash-aggregation-like timing (not an assertion): 1152 live working buffers (two sets of
+    /// 576, e.g. 24 hours x 24 groups per column), 3.5 M log-normal integer latencies in
+    /// 1..=600000 ms, 75% to random buffers of the first set and 25% to random buffers of the
+    /// second, each buffer its own heap allocation started like the SQL glue's (512 slots) with
+    /// the payload 4 bytes in (as behind a varlena header).
+    /// Reports ns per add for a first pass (including growth) and a second pass over the grown
+    /// buffers, then checks every buffer against the owned path.
+    /// `cargo test --release --lib bench_hashagg -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_hashagg_report() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        const SET: usize = 576;
+        const BUFFERS: usize = 2 * SET;
+        const N: usize = 3_500_000;
+        const VARHDR: usize = 4;
+        let mut rng = Rng(2024);
+        let gen = |rng: &mut Rng| -> (u32, f64) {
+            let second = rng.below(4) == 0;
+            let (mu, sigma, base) = if second {
+                (4.5, 1.2, SET)
+            } else {
+                (6.65, 2.2, 0)
+            };
+            let x = (mu + sigma * rng.normal())
+                .exp()
+                .round()
+                .clamp(1.0, 600000.0);
+            ((base + rng.below(SET as u64) as usize) as u32, x)
+        };
+        let passes: Vec<Vec<(u32, f64)>> = (0..2)
+            .map(|_| (0..N).map(|_| gen(&mut rng)).collect())
+            .collect();
+        let mut bufs: Vec<Vec<u8>> = (0..BUFFERS)
+            .map(|_| {
+                let mut b = vec![0u8; VARHDR + working_min_len() + 8 * 512];
+                working_init(&mut b[VARHDR..], DEFAULT_ALPHA).unwrap();
+                b
+            })
+            .collect();
+        let mut times = Vec::new();
+        for pass in &passes {
+            let t = Instant::now();
+            for &(i, x) in pass {
+                let buf = &mut bufs[i as usize];
+                if let Err(AddError::NeedsGrow { suggested_len, .. }) =
+                    working_add(black_box(&mut buf[VARHDR..]), x)
+                {
+                    let mut nb = vec![0u8; VARHDR + suggested_len];
+                    working_grow(&buf[VARHDR..], &mut nb[VARHDR..]).unwrap();
+                    *buf = nb;
+                    working_add(&mut buf[VARHDR..], x).unwrap();
+                }
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e9 / N as f64);
+        }
+        let kb = bufs.iter().map(Vec::len).sum::<usize>() as f64 / 1024.0;
+        eprintln!(
+            "hashagg: {BUFFERS} buffers ({kb:.0} KiB), {N} integer values per pass: \
+             working_add {:.2} ns/value (first pass, with growth), {:.2} ns/value (second pass)",
+            times[0], times[1]
+        );
+        let mut owned: Vec<Sketch> = (0..BUFFERS)
+            .map(|_| Sketch::new(DEFAULT_ALPHA).unwrap())
+            .collect();
+        for &(i, x) in passes.iter().flatten() {
+            owned[i as usize].add(x).unwrap();
+        }
+        for (b, s) in bufs.iter().zip(&owned) {
+            assert_eq!(
+                working_to_sketch(&b[VARHDR..]).unwrap().encode(),
+                s.encode()
+            );
+        }
+    }
 }
