@@ -4,7 +4,7 @@
 //! One varlena type carries two forms, told apart by the first payload byte:
 //! - the **compact** canonical encoding (version byte 1): what tables store and `ops_sketch_out`
 //!   prints;
-//! - the **working** buffer (magic 0xD5): the aggregates' transition state, a dense layout with
+//! - the **working** buffer (magic 0xD6): the aggregates' transition state, a dense layout with
 //!   slack that the transition function updates in place.
 //!
 //! The aggregates' transition type is `ops_sketch` itself — a real type, not `internal` — so
