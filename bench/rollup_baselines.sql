@@ -8,7 +8,7 @@
 --   SET max_parallel_workers_per_gather = 0;
 --   SELECT bench.seed_upsert_hourly('2026-11-21 00:00+00', '2026-11-22 00:00+00');
 --   SELECT bench.seed_upsert_daily('2026-11-21 00:00+00', '2026-11-22 00:00+00');
---   SELECT bench.floor_hourly('2026-11-21 00:00+00', '2026-11-22 00:00+00');
+--   SELECT * FROM bench.floor_hourly('2026-11-21 00:00+00', '2026-11-22 00:00+00');
 --   SELECT bench.tdigest_upsert_hourly('2026-11-21 00:00+00', '2026-11-22 00:00+00');
 --   SELECT * FROM bench.seed_daily_error('2026-11-21', '2026-11-22');
 --
@@ -344,17 +344,17 @@ COMMENT ON FUNCTION bench.seed_upsert_daily(timestamptz, timestamptz) IS
 -- alive (the planner drops subquery columns nobody reads); enable_sort = off makes the
 -- aggregations hash (see the header).
 CREATE OR REPLACE FUNCTION bench.floor_hourly(start_time timestamptz, end_time timestamptz)
-RETURNS bigint
+RETURNS SETOF bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 SET enable_sort = off
 AS $$
-DECLARE
-    usage_groups bigint;
-    error_groups bigint;
 BEGIN
-    SELECT count(u.*) INTO usage_groups
+    -- one statement through RETURN QUERY, which PostgreSQL may run with parallel workers
+    -- (a SELECT ... INTO in PL/pgSQL never is)
+    RETURN QUERY SELECT
+    (SELECT count(u.*)
       FROM (SELECT date_bin('1 hour', ul.created_at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS hour,
                    ul.group_id,
                    count(*) AS requests,
@@ -367,9 +367,9 @@ BEGIN
                    max(ul.first_token_ms) AS max_ttft
               FROM opsmeter.usage_logs ul
              WHERE ul.created_at >= start_time AND ul.created_at < end_time
-             GROUP BY 1, 2) u;
-
-    SELECT count(e.*) INTO error_groups
+             GROUP BY 1, 2) u)
+    +
+    (SELECT count(e.*)
       FROM (SELECT date_bin('1 hour', el.created_at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS hour,
                    el.group_id,
                    count(*) FILTER (WHERE COALESCE(el.status_code, 0) >= 400) AS errors,
@@ -383,9 +383,7 @@ BEGIN
                                       AND COALESCE(el.upstream_status_code, el.status_code, 0) = 529) AS up529
               FROM opsmeter.error_logs el
              WHERE el.created_at >= start_time AND el.created_at < end_time
-             GROUP BY 1, 2) e;
-
-    RETURN usage_groups + error_groups;
+             GROUP BY 1, 2) e);
 END
 $$;
 COMMENT ON FUNCTION bench.floor_hourly(timestamptz, timestamptz) IS

@@ -28,9 +28,9 @@ say "timing (median of $BENCH_RUNS interleaved rounds)"
 declare -A T
 while read -r name ms; do T[$name]=$ms; done < <(interleaved_medians \
     "ops=SELECT ops_upsert_hourly($W)" "seed=SELECT bench.seed_upsert_hourly($W)" \
-    "floor=SELECT bench.floor_hourly($W)" "td=SELECT bench.tdigest_upsert_hourly($W)")
+    "floor=SELECT * FROM bench.floor_hourly($W)" "td=SELECT bench.tdigest_upsert_hourly($W)")
 while read -r name ms; do T[$name]=$ms; done < <(BENCH_SETUP="SET max_parallel_workers_per_gather = 2;" \
-    interleaved_medians "pops=SELECT ops_upsert_hourly($W)" "pfloor=SELECT bench.floor_hourly($W)")
+    interleaved_medians "pops=SELECT ops_upsert_hourly($W)" "pfloor=SELECT * FROM bench.floor_hourly($W)")
 ops=${T[ops]}; seed=${T[seed]}; floor=${T[floor]}; td=${T[td]}; pops=${T[pops]}; pfloor=${T[pfloor]}
 
 say "accuracy against exact percentile_disc"

@@ -8,7 +8,8 @@
 -- per-group median and a 0.5% slow tail (clamped to 1 ms .. 10 min); time to first token for
 -- streamed requests only; errors at ~5% of requests (429s, 529 overloads, 5xx, client 4xx,
 -- business limits, errors with no group, and successful requests that recorded an upstream
--- failover); log_records for the daily stats with 14 models of skewed popularity.
+-- failover); log_records for the daily stats with 14 models of skewed popularity. Rows are
+-- inserted in created_at order, as a gateway appends its logs.
 \set ON_ERROR_STOP 1
 \if :{?day}
 \else
@@ -75,7 +76,8 @@ SELECT :'day0'::timestamptz + make_interval(secs => pg_temp.diurnal(u_time)),
                * CASE WHEN u_tail < 0.005 THEN 12 ELSE 1 END)))::int AS dur
       FROM draws d
       JOIN opsmeter.groups g ON g.id = 1 + floor(24 * d.u_group ^ 1.8)::int
-  ) s;
+  ) s
+ ORDER BY 1;
 
 -- Errors: about 5% of the request volume.
 INSERT INTO opsmeter.error_logs (created_at, platform, group_id, model, status_code,
@@ -104,7 +106,8 @@ SELECT :'day0'::timestamptz + make_interval(secs => pg_temp.diurnal(u_time)),
       (1.01, 200, 529, 'provider', false, 'failover after upstream overload')
     ) v(ub, status, upstream, owner, limited, msg)
     WHERE d.u_model < v.ub ORDER BY v.ub LIMIT 1
-  ) k;
+  ) k
+ ORDER BY 1;
 
 -- log_records (daily stats input): half the request volume, 14 models.
 INSERT INTO opsmeter.log_records (created_at, model_name, status_code, tokens_in, tokens_out,
@@ -121,6 +124,7 @@ SELECT :'day0'::timestamptz + make_interval(secs => pg_temp.diurnal(u_group)),
        round(exp(5.6 + 0.7 * abs(sqrt(-2 * ln(1 - u_n1)) * sin(2 * pi() * u_n2))))::bigint,
        least(600000, greatest(1, round(1500 * exp(0.8 * sqrt(-2 * ln(1 - u_n1))
                                                        * cos(2 * pi() * u_n2)))))::bigint
-  FROM draws WHERE i % 2 = 0;
+  FROM draws WHERE i % 2 = 0
+ ORDER BY 1;
 COMMIT;
 ANALYZE opsmeter.groups, opsmeter.usage_logs, opsmeter.error_logs, opsmeter.log_records;

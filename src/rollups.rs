@@ -214,20 +214,33 @@ pub(crate) fn with_hash_aggregation<T>(f: impl FnOnce() -> T) -> T {
 /// Recomputes the (whole, aligned) hours of `w`; returns the rows written.
 fn upsert_hourly_window(n: &Names, w: Window) -> i64 {
     let args = || [tstz(w.start).into(), tstz(w.end).into()];
-    let rows: Option<String> = with_hash_aggregation(|| {
-        Spi::get_one_with_args(&ru::hourly_select_sql(n), &args())
-            .unwrap_or_else(|e| pgrx::error!("opsmeter: hourly aggregation failed: {e}"))
+    // Step one hands its `opsmeter.metrics_hourly[]` to step two as a datum: copied out of SPI's
+    // memory into this call's (SPI_datumTransfer), no text round trip. No row limit either
+    // (Spi::get_one asks for one row): PostgreSQL runs a plan without parallel workers when
+    // the caller may stop early.
+    let rows: Option<(pg_sys::Datum, pg_sys::Oid)> = with_hash_aggregation(|| {
+        Spi::connect(|c| {
+            let table = c.select(&ru::hourly_select_sql(n), None, &args())?.first();
+            let oid = table.column_type_oid(1)?.value();
+            Ok::<_, pgrx::spi::Error>(table.get_datum_by_ordinal(1)?.map(|d| {
+                // SAFETY: a varlena array datum of this SPI result, copied into the upper
+                // (function call) memory context while SPI is still connected.
+                (unsafe { pg_sys::SPI_datumTransfer(d, false, -1) }, oid)
+            }))
+        })
+        .unwrap_or_else(|e| pgrx::error!("opsmeter: hourly aggregation failed: {e}"))
     });
     Spi::run_with_args(ru::HOURLY_DELETE_SQL, &args())
         .unwrap_or_else(|e| pgrx::error!("opsmeter: could not clear the window's hours: {e}"));
     match rows {
         None => 0,
-        Some(rows) => Spi::get_one_with_args::<i64>(
+        Some((datum, oid)) => Spi::get_one_with_args::<i64>(
             &format!(
                 "WITH ins AS ({} RETURNING 1) SELECT pg_catalog.count(*) FROM ins",
                 ru::HOURLY_INSERT_SQL
             ),
-            &[rows.into()],
+            // SAFETY: `datum` is a live opsmeter.metrics_hourly[] of type `oid`.
+            &[unsafe { pgrx::datum::DatumWithOid::new(datum, oid) }],
         )
         .unwrap_or_else(|e| pgrx::error!("opsmeter: could not write hourly rows: {e}"))
         .unwrap_or(0),

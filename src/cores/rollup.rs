@@ -410,11 +410,11 @@ fn value_column_exprs(ext: &str, src: &str) -> Vec<(String, String)> {
 }
 
 /// Step one of `ops_upsert_hourly`: a read-only query (so it may run in parallel) that returns
-/// the window's new hourly rows as one `opsmeter.metrics_hourly[]` in text form, NULL if none.
+/// the window's new hourly rows as one `opsmeter.metrics_hourly[]`, NULL if none.
 pub fn hourly_select_sql(n: &Names) -> String {
     format!(
         "SELECT pg_catalog.array_agg(ROW(r.bucket_start, r.platform, r.group_id, {vals}, pg_catalog.now())::opsmeter.metrics_hourly
-                                 ORDER BY r.bucket_start, r.platform NULLS FIRST, r.group_id NULLS FIRST)::text
+                                 ORDER BY r.bucket_start, r.platform NULLS FIRST, r.group_id NULLS FIRST)
   FROM ({grains}) r",
         vals = value_row_sql(&n.ext, "r"),
         grains = grains_sql(n, Width::Fixed(USECS_PER_HOUR), "$1", "$2"),

@@ -16,9 +16,15 @@ cd "$ROOT"
 
 case "$cmd" in
 start)
-    "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-    "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION pg_cron" -c "CREATE EXTENSION opsmeter" \
-        -f tests/oracle/rollups_oracle.sql -f tests/oracle/compare.sql >/dev/null
+    # The database is kept between runs: dropping it would end pg_cron's launcher for good (it
+    # is not restarted after a clean exit). Its contents are rebuilt instead.
+    if [ "$("${PSQL[@]}" -d postgres -Atc "SELECT count(*) FROM pg_database WHERE datname = '$DB'")" = 0 ]; then
+        "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB"
+    fi
+    "${PSQL[@]}" -d "$DB" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS pg_cron" \
+        -c "SELECT cron.unschedule(jobid) FROM cron.job" -c "TRUNCATE cron.job_run_details" \
+        -c "DROP EXTENSION IF EXISTS opsmeter CASCADE" -c "DROP SCHEMA IF EXISTS oracle CASCADE" \
+        -c "CREATE EXTENSION opsmeter" -f tests/oracle/rollups_oracle.sql -f tests/oracle/compare.sql >/dev/null
     "${PSQL[@]}" -d "$DB" -v day=2026-11-21 -v usage_rows=20000 -v seed=0.3 -f bench/traffic.sql >/dev/null
     # the recipe, as the README gives it
     "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.schedule('opsmeter-rollup', '* * * * *', \$\$SELECT ops_rollup_catch_up()\$\$)" >/dev/null
@@ -42,6 +48,5 @@ check)
     [ "$diff" = t ] || die "the rollup pg_cron ran differs from the oracle"
     echo "test pg_cron runs ops_rollup_catch_up  ... ok"
     "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.unschedule('opsmeter-rollup')" >/dev/null
-    "${PSQL[@]}" -d postgres -c "DROP DATABASE $DB WITH (FORCE)"
     ;;
 esac
