@@ -7,9 +7,12 @@
 #     seed     the seed's SQL in our own words (GROUPING SETS + percentile_cont, upsert)
 #     floor    one scan per log table, plain count/sum/max hash aggregation at (hour, group)
 #     tdigest  opsmeter's design with tdigest(x, 100) in place of ops_sketch
-#   then a parallel run of ops_upsert_hourly; and percentile accuracy against exact
+#   then a parallel run of ops_upsert_hourly and the floor; percentile accuracy against exact
 #   percentile_disc (tests/oracle/rollups_oracle.sql), hourly and daily, beside the seed's daily
-#   approximation. Writes bench/results/rollups.md.
+#   approximation; and, last, ops_upsert_hourly and the floor again after shuffling the rows'
+#   physical order (traffic.sql appends them in time order, as a gateway does; shuffled, the
+#   sketch states are touched in random order and miss the CPU caches). Writes
+#   bench/results/rollups.md.
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 BENCH_ROWS="${BENCH_ROWS:-2000000}"
@@ -54,6 +57,14 @@ viol=$("${PSQL[@]}" -d opsmeter_bench -Atc "
       FROM opsmeter.metrics_daily m JOIN oracle.daily('$DAY', '$DAY'::date + 1) o
         ON o.bucket_date = m.bucket_date AND o.platform IS NOT DISTINCT FROM m.platform AND o.group_id IS NOT DISTINCT FROM m.group_id")
 
+say "the same day with its rows in random physical order (a log table grows in time order)"
+"${PSQL[@]}" -d opsmeter_bench -c "CREATE TABLE shuffled AS SELECT * FROM opsmeter.usage_logs ORDER BY random()" \
+    -c "TRUNCATE opsmeter.usage_logs" -c "INSERT INTO opsmeter.usage_logs SELECT * FROM shuffled" -c "DROP TABLE shuffled" \
+    -c "VACUUM (ANALYZE, FREEZE) opsmeter.usage_logs" >/dev/null
+while read -r name ms; do T[$name]=$ms; done < <(BENCH_RUNS=3 interleaved_medians \
+    "sops=SELECT ops_upsert_hourly($W)" "sfloor=SELECT * FROM bench.floor_hourly($W)")
+sops=${T[sops]}; sfloor=${T[sfloor]}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 mkdir -p bench/results
 {
@@ -68,6 +79,7 @@ mkdir -p bench/results
     echo "| scan floor (count/sum/max hash aggregation at (hour, group)) | $floor | $(ratio "$ops" "$floor")× the floor | ≤ 1.5× |"
     echo "| same design on tdigest(x, 100) | $td | $(ratio "$td" "$ops")× faster | |"
     echo "| \`ops_upsert_hourly\`, parallel (2 workers) | $pops | $(ratio "$pops" "$pfloor")× the parallel floor ($pfloor ms) | |"
+    echo "| \`ops_upsert_hourly\`, rows in random physical order (median of 3) | $sops | $(ratio "$sops" "$sfloor")× the floor on the same table ($sfloor ms) | |"
     echo
     echo "Max relative error of the stored percentiles against exact \`percentile_disc\`, over every grain (overall, platform, group):"
     echo
