@@ -45,3 +45,6 @@ interleaved_medians() {
                 }
             }'
 }
+
+# ratio A B: A / B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }

@@ -65,7 +65,6 @@ while read -r name ms; do T[$name]=$ms; done < <(BENCH_RUNS=3 interleaved_median
     "sops=SELECT ops_upsert_hourly($W)" "sfloor=SELECT * FROM bench.floor_hourly($W)")
 sops=${T[sops]}; sfloor=${T[sfloor]}
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 mkdir -p bench/results
 {
     echo "# ops rollup benchmark"

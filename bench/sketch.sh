@@ -47,7 +47,6 @@ SQL
 )
 size=$("${PSQL[@]}" -d opsmeter_bench -At -c "SELECT pg_column_size(ops_sketch(x)) || ' bytes (' || ops_count(ops_sketch(x)) || ' values)' FROM lat")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 mkdir -p bench/results
 {
     echo "# ops_sketch benchmark"
