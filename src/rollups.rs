@@ -589,6 +589,45 @@ mod tests {
         assert_eq!(after, (Some("1MB".into()), Some("on".into())));
     }
 
+    /// The SQL month-bucket expression starts each bucket where `cores::rollup` says it does,
+    /// before and after 2000 and across year ends, whatever the session TimeZone.
+    #[pg_test]
+    fn month_buckets_in_sql_follow_the_rule() {
+        Spi::run("SET TimeZone = 'Asia/Kathmandu'").unwrap();
+        for n in [1, 2, 3, 5, 7, 12] {
+            let sql = format!(
+                "SELECT array_agg(date_part('year', t AT TIME ZONE 'UTC')::int ORDER BY t),
+                        array_agg(date_part('month', t AT TIME ZONE 'UTC')::int ORDER BY t),
+                        array_agg(date_part('year', b AT TIME ZONE 'UTC')::int ORDER BY t),
+                        array_agg(date_part('month', b AT TIME ZONE 'UTC')::int ORDER BY t),
+                        bool_and(b = date_trunc('month', b, 'UTC'))
+                   FROM (SELECT t, {} AS b
+                           FROM generate_series(TIMESTAMPTZ '1998-11-30 23:00+00', '2027-02-01 00:00+00', interval '37 days 5 hours') t) x",
+                ru::Width::Months(n).bucket_sql("t")
+            );
+            let (ty, tm, by, bm, starts_of_months) = Spi::connect(|c| {
+                let r = c.select(&sql, None, &[])?.first();
+                Ok::<_, pgrx::spi::Error>((
+                    r.get::<Vec<i32>>(1)?.unwrap(),
+                    r.get::<Vec<i32>>(2)?.unwrap(),
+                    r.get::<Vec<i32>>(3)?.unwrap(),
+                    r.get::<Vec<i32>>(4)?.unwrap(),
+                    r.get::<bool>(5)?.unwrap(),
+                ))
+            })
+            .unwrap();
+            assert!(
+                starts_of_months,
+                "n={n}: a bucket that is not a month start"
+            );
+            for i in 0..ty.len() {
+                let want = ru::month_bucket_index(ty[i], tm[i] as u32, n);
+                let got = by[i] as i64 * 12 + (bm[i] as i64 - 1);
+                assert_eq!(got, want, "n={n}: {}-{:02}", ty[i], tm[i]);
+            }
+        }
+    }
+
     /// The aggregation step is a plain SELECT, so PostgreSQL may plan it in parallel.
     #[pg_test]
     fn the_hourly_aggregation_can_run_in_parallel() {

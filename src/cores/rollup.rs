@@ -13,7 +13,6 @@
 //! Timestamps here are PostgreSQL `timestamptz` values: microseconds since 2000-01-01 00:00 UTC,
 //! with `i64::MIN` / `i64::MAX` meaning `-infinity` / `infinity`.
 
-use std::fmt;
 use thiserror::Error;
 
 pub const USECS_PER_MINUTE: i64 = 60_000_000;
@@ -216,22 +215,13 @@ impl Width {
     }
 }
 
-impl fmt::Display for Width {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Width::Fixed(w) => write!(f, "{} microseconds", w),
-            Width::Months(n) => write!(f, "{n} months"),
-        }
-    }
-}
-
 fn interval_literal(micros: i64) -> String {
     format!("INTERVAL '{micros} microseconds'")
 }
 
 /// Month buckets of `n` months start at month indices divisible by `n`, counting January of
-/// year 0 as index 0 (so 1, 2, 3, 4, 6 and 12 months start in January). Used to check the SQL
-/// expression of [`Width::bucket_sql`].
+/// year 0 as index 0 (so 1, 2, 3, 4, 6 and 12 months start in January). The `#[pg_test]`
+/// `month_buckets_in_sql_follow_the_rule` checks [`Width::bucket_sql`] against it.
 pub fn month_bucket_index(year: i32, month: u32, n: i32) -> i64 {
     let idx = year as i64 * 12 + (month as i64 - 1);
     idx - idx.rem_euclid(n as i64)
