@@ -9,7 +9,7 @@ version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 generated="$("$PG_CONFIG" --sharedir)/extension/opsmeter--${version}.sql"
 frozen="sql/opsmeter--${version}.sql"
 [ -f "$generated" ] || die "no installed $generated: run cargo pgrx install first"
-strip() { grep -v -E '^\s*--' "$1" | sed -e 's/[[:space:]]*$//' | cat -s; }
+strip() { grep -v -E '^--' "$1" | sed -e 's/[[:space:]]*$//' | cat -s; }
 if [ "${1:-}" = "--update" ]; then
     strip "$generated" >"$frozen"
     echo "wrote $frozen"

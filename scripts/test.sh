@@ -87,14 +87,22 @@ PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$TEST_PORT" -U post
     || { tail -20 "$LOGS/restore.log"; die "restoring the pg_dump of the regression database failed"; }
 q="SELECT id, s::text, ops_quantile(s, 0.99) FROM sketch_dump_check ORDER BY id;
    SELECT h::text FROM opsmeter.metrics_hourly h ORDER BY bucket_start, platform, group_id;
-   SELECT d::text FROM opsmeter.metrics_daily d ORDER BY bucket_date, platform, group_id"
+   SELECT d::text FROM opsmeter.metrics_daily d ORDER BY bucket_date, platform, group_id;
+   SELECT count(*), md5(string_agg(r::text, ',' ORDER BY r::text)) FROM opsmeter.request_records r;
+   SELECT * FROM ops_record_partitions();
+   SELECT l::text FROM opsmeter.record_latest l ORDER BY 1;
+   SELECT c::text FROM opsmeter.circuit_states c ORDER BY 1;
+   SELECT d::text FROM opsmeter.daily_stats d ORDER BY 1;
+   SELECT m::text FROM opsmeter.daily_model_stats m ORDER BY 1"
 if diff <("${PSQL[@]}" -d opsmeter_regress -Atc "$q") <("${PSQL[@]}" -d opsmeter_restore -Atc "$q") >/dev/null \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM sketch_dump_check")" -gt 0 ] \
-   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.metrics_hourly")" -gt 0 ]; then
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.metrics_hourly")" -gt 0 ] \
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.request_records")" -gt 0 ] \
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.daily_stats")" -gt 0 ]; then
     echo "test pg_dump/restore                ... ok"
     PASSED[regress]=$(( PASSED[regress] + 1 ))
 else
-    die "sketches or rollup rows differ after pg_dump/restore"
+    die "sketches, rollup rows, records or daily stats differ after pg_dump/restore"
 fi
 
 "$ROOT/scripts/check-upgrade.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/upgrade.log"

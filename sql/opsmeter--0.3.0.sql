@@ -303,6 +303,8 @@ BEGIN
         RETURN;
     END IF;
     q := @extschema@.ops_metrics_query(since, until, bucket);
+    -- hash aggregation for the raw-log path (see with_hash_aggregation in src/rollups.rs);
+    -- reverted when the function returns, as it has its own SET clause
     PERFORM pg_catalog.set_config('enable_sort', 'off', true);
     RETURN QUERY EXECUTE q USING since, until, platform, group_id;
 END

@@ -37,8 +37,29 @@ COMMENT ON FUNCTION ops_latest_daily_bucket() IS 'opsmeter: latest date in opsme
 COMMENT ON FUNCTION ops_rollup_catch_up() IS 'opsmeter: roll up from the latest rolled-up hour to now() - opsmeter.rollup_lag, then the complete days; what pg_cron or the background worker calls; returns rows written';
 COMMENT ON FUNCTION ops_metrics_query(timestamptz, timestamptz, interval) IS 'opsmeter: the SQL ops_metrics runs for a bucket width ($1 since, $2 until, $3 platform, $4 group_id), for EXPLAIN';
 COMMENT ON FUNCTION ops_metrics(timestamptz, timestamptz, interval, text, bigint) IS 'opsmeter: ops metrics for [since, until) in buckets of any width (1 minute .. 366 days, or months), one grain (overall, a platform, or a group), percentiles merged from stored sketches';
+COMMENT ON FUNCTION ops_create_record_partitions(date, date) IS 'opsmeter: create the missing day partitions of opsmeter.request_records for from_day .. to_day (inclusive, at most 366 days), as the extension owner; returns how many were created';
+COMMENT ON FUNCTION ops_add_records(jsonb) IS 'opsmeter: write a JSON array of request records (api_type, metrics_key, base_url, model, success, status_code, latency_ms, created_at as RFC 3339); one bad element rejects the batch naming its index and field; returns records written';
+COMMENT ON FUNCTION ops_load_records(timestamptz, text) IS 'opsmeter: the records of an api_type since a time, oldest first';
+COMMENT ON FUNCTION ops_latest_timestamps(text) IS 'opsmeter: last success and last failure time of every key of an api_type over its whole history, from opsmeter.record_latest (no history scan)';
+COMMENT ON FUNCTION ops_circuit_upsert(text, text, text, integer, integer, timestamptz, timestamptz, timestamptz) IS 'opsmeter: insert or replace a key''s circuit-breaker state (closed, open, half_open); a state older than the stored one (by updated_at) is ignored and returns false';
+COMMENT ON FUNCTION ops_circuit_states(text) IS 'opsmeter: the circuit-breaker states of an api_type, by key';
+COMMENT ON FUNCTION ops_history(text, timestamptz, bigint, text, text) IS 'opsmeter: request history of an api_type since a time in buckets of interval_seconds (1 .. 2678400, aligned to the Unix epoch): requests, successes, failures, success rate (percent), latency p50/p95/p99 (ops_sketch, within 0.5%)';
+COMMENT ON FUNCTION ops_model_history(text, timestamptz, bigint, text, text) IS 'opsmeter: ops_history per (bucket, model)';
+COMMENT ON FUNCTION ops_cleanup_records(timestamptz) IS 'opsmeter: remove records older than before: whole days by dropping their partitions, the boundary day by DELETE; returns records removed';
+COMMENT ON FUNCTION ops_record_partitions() IS 'opsmeter: the partitions of opsmeter.request_records and the UTC day each holds';
+COMMENT ON FUNCTION ops_delete_by_metrics_keys(text[], text) IS 'opsmeter: delete the records (and latest times) of these keys of one api_type only; returns records deleted';
+COMMENT ON FUNCTION ops_delete_circuit_states(text[], text) IS 'opsmeter: delete the circuit-breaker states of these keys of one api_type only; returns states deleted';
+COMMENT ON FUNCTION ops_daily_stats_run(date) IS 'opsmeter: write opsmeter.daily_stats for one complete UTC day (default yesterday) from the log_records source; false when the day exists already or had no traffic; rows are never modified';
+COMMENT ON FUNCTION ops_daily_stats_backfill(date, date) IS 'opsmeter: ops_daily_stats_run for every day of from_day .. to_day (inclusive); returns days written';
+COMMENT ON FUNCTION ops_stats(text) IS 'opsmeter: requests, success, failed, tokens, latency and top 10 models for ''today'', ''last7d'' or ''last30d'' (UTC days up to now), from daily_stats rows and the source';
 "#,
     name = "comments",
     finalize,
-    requires = ["ops_sketch_type", "rollup_tables", "ops_metrics"]
+    requires = [
+        "ops_sketch_type",
+        "rollup_tables",
+        "ops_metrics",
+        "record_tables",
+        "daily_stats_tables"
+    ]
 );

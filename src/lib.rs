@@ -8,8 +8,10 @@ use pgrx::prelude::*;
 pub mod cores;
 
 mod comments;
+mod daily_stats;
 mod error;
 mod gucs;
+mod records;
 mod rollups;
 mod schema;
 mod sketch;

@@ -141,7 +141,7 @@ COMMENT ON STATISTICS opsmeter.error_logs_hour_group IS 'opsmeter: number of (UT
 );
 
 /// The extension's schema, quoted, for the aggregate and accessor calls in generated SQL.
-fn ext_schema() -> String {
+pub(crate) fn ext_schema() -> String {
     Spi::get_one::<String>(
         "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e
            JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'opsmeter'",

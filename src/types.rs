@@ -50,3 +50,50 @@ unsafe impl pgrx::callconv::BoxRet for Regclass {
         }
     }
 }
+
+/// A `jsonb` argument read as its text (`jsonb_out`), for a core that parses JSON itself and
+/// reports malformed input as an `ERROR` of its own (pgrx's `JsonB` panics on a number that
+/// does not fit a double).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonbText(pub String);
+
+impl FromDatum for JsonbText {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: a jsonb datum; jsonb_out detoasts it and returns a palloc'd C string.
+        unsafe {
+            let cstr =
+                pgrx::direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(datum)])?;
+            let text = cstr.to_string_lossy().into_owned();
+            pg_sys::pfree(cstr.as_ptr() as *mut core::ffi::c_void);
+            Some(JsonbText(text))
+        }
+    }
+}
+
+impl IntoDatum for JsonbText {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        None // arguments only
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+pgrx::impl_sql_translatable!(JsonbText, "jsonb");
+
+// SAFETY: a jsonb argument is a varlena pointer; `unbox_arg_using_from_datum` reads it through
+// the FromDatum impl above.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbText {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("jsonb argument {index} must not be null"))
+    }
+}

@@ -3,6 +3,8 @@
 //! Arrows point one way: the pgrx glue in `src/*.rs` converts arguments, calls into these
 //! modules and reports their errors; nothing here knows about Datums or SPI.
 
+pub mod daily_stats;
+pub mod records;
 pub mod rollup;
 pub mod sketch;
 pub mod sources;
