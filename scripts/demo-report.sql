@@ -96,5 +96,32 @@ SELECT bucket_start AT TIME ZONE 'UTC' AS bucket_utc, success_count AS ok, error
 SELECT bucket_start AT TIME ZONE 'UTC' AS bucket_utc, success_count AS ok, duration_p50_ms AS p50_ms, duration_p99_ms AS p99_ms
   FROM ops_metrics(:'day'::timestamptz + interval '14 hours', :'day'::timestamptz + interval '15 hours', '10 minutes');
 
-\echo '--- pg_cron: the scheduled catch-up'
-SELECT jobname, schedule, command FROM cron.job WHERE jobname LIKE 'opsmeter%';
+\echo '--- daily stats: the last week written by ops_daily_stats_backfill (immutable rows, one per UTC day)'
+SELECT ops_daily_stats_backfill((now() AT TIME ZONE 'UTC')::date - 7, (now() AT TIME ZONE 'UTC')::date - 1) AS days_written;
+SELECT date, requests, success, failed, tokens_in, tokens_out, round(latency_sum_ms::numeric / requests) AS avg_latency_ms,
+       (SELECT string_agg(format('%s (%s)', m->>'model', m->>'requests'), ', ' ORDER BY ord)
+          FROM jsonb_array_elements(top_models) WITH ORDINALITY AS t(m, ord) WHERE ord <= 3) AS top_3_models
+  FROM opsmeter.daily_stats ORDER BY date;
+
+\echo '--- ops_stats: today (live), the last 7 and 30 days (stored days + today)'
+SELECT period, since, requests, success, failed, tokens_in + tokens_out AS tokens, round(avg_latency_ms::numeric, 1) AS avg_latency_ms,
+       top_models->0->>'model' AS top_model
+  FROM (SELECT * FROM ops_stats('today') UNION ALL SELECT * FROM ops_stats('last7d')
+        UNION ALL SELECT * FROM ops_stats('last30d')) s;
+
+\echo '--- request records: partitions by UTC day, latest times per key, circuit states'
+SELECT partition, day, (SELECT count(*) FROM opsmeter.request_records r WHERE r.tableoid = p.partition) AS records
+  FROM ops_record_partitions() p;
+SELECT * FROM ops_latest_timestamps('messages');
+SELECT metrics_key, state, failure_count, consecutive_failures, next_attempt_at - now() AS retry_in
+  FROM ops_circuit_states('messages');
+
+\echo '--- ops_history: messages, 6-hour buckets, all keys, then key-5 (the flaky one) per model'
+SELECT bucket_start AT TIME ZONE 'UTC' AS bucket_utc, requests, failures, round(success_rate::numeric, 2) AS success_pct,
+       round(latency_p50_ms) AS p50_ms, round(latency_p95_ms) AS p95_ms, round(latency_p99_ms) AS p99_ms
+  FROM ops_history('messages', now() - interval '2 days', 21600);
+SELECT bucket_start AT TIME ZONE 'UTC' AS bucket_utc, model, requests, round(success_rate::numeric, 2) AS success_pct, round(latency_p99_ms) AS p99_ms
+  FROM ops_model_history('messages', now() - interval '1 day', 86400, 'key-5');
+
+\echo '--- pg_cron: the scheduled jobs'
+SELECT jobname, schedule, command FROM cron.job WHERE jobname LIKE 'opsmeter%' ORDER BY jobid;

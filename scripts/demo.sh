@@ -36,8 +36,13 @@ DAY_ARGS=()
 say "loading a day of gateway traffic ($DEMO_ROWS requests)"
 "${PSQL[@]}" -d "$DB" "${DAY_ARGS[@]}" -v "usage_rows=$DEMO_ROWS" -f "$ROOT/bench/traffic.sql" >/dev/null
 
-say "scheduling the rollup catch-up with pg_cron (every 5 minutes)"
-"${PSQL[@]}" -d "$DB" -Atc "SELECT cron.schedule('opsmeter-rollup', '*/5 * * * *', \$\$SELECT ops_rollup_catch_up()\$\$)" >/dev/null
+say "loading a week of log records and two days of request records"
+"${PSQL[@]}" -d "$DB" -f "$ROOT/scripts/demo-records.sql" >/dev/null
+
+say "scheduling opsmeter's jobs with pg_cron (the README's recipe)"
+"${PSQL[@]}" -d "$DB" -Atc "SELECT cron.schedule('opsmeter-rollup', '*/5 * * * *', \$\$SELECT ops_rollup_catch_up()\$\$)" \
+    -c "SELECT cron.schedule('opsmeter-daily-stats', '5 0 * * *', \$\$SELECT ops_daily_stats_run()\$\$)" \
+    -c "SELECT cron.schedule('opsmeter-records', '15 0 * * *', \$\$SELECT ops_create_record_partitions((now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date + 2), ops_cleanup_records(now() - interval '30 days')\$\$)" >/dev/null
 
 say "report"
 "$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$DEMO_PORT" -U postgres -d "$DB" \

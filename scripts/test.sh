@@ -110,6 +110,7 @@ PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/upgrade.log")
 
 # several real sessions rolling up overlapping windows at once
 "$ROOT/tests/concurrency/rollups.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/concurrency.log"
+"$ROOT/tests/concurrency/records.sh" "$SOCK" "$TEST_PORT" | tee -a "$LOGS/concurrency.log"
 PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/concurrency.log") ))
 
 "$ROOT/tests/cron/rollups.sh" check "$SOCK" "$TEST_PORT" | tee "$LOGS/cron.log"
