@@ -214,6 +214,12 @@ fn ops_create_record_partitions(from_day: Date, to_day: Date) -> i32 {
                 "SELECT pg_catalog.pg_advisory_xact_lock({k1}, {k2})"
             ))
             .unwrap_or_else(|e| pgrx::error!("opsmeter: could not take the partition lock: {e}"));
+            // An advisory lock, unlike a table lock, does not make this backend read the
+            // catalog changes other sessions committed while it waited; without this the
+            // re-check below still answers "missing" for a partition the lock holder created.
+            // SAFETY: processes pending shared-invalidation messages; callable at any point
+            // of a transaction outside a critical section.
+            unsafe { pg_sys::AcceptInvalidationMessages() };
             locked = true;
             if partition_exists(&name) {
                 continue;
@@ -221,7 +227,7 @@ fn ops_create_record_partitions(from_day: Date, to_day: Date) -> i32 {
         }
         let (lo, hi) = (rc::day_text(day), rc::day_text(day + 1));
         Spi::run(&format!(
-            "CREATE TABLE opsmeter.{name} PARTITION OF opsmeter.request_records FOR VALUES FROM ('{lo} 00:00:00+00') TO ('{hi} 00:00:00+00')"
+            "CREATE TABLE IF NOT EXISTS opsmeter.{name} PARTITION OF opsmeter.request_records FOR VALUES FROM ('{lo} 00:00:00+00') TO ('{hi} 00:00:00+00')"
         ))
         .unwrap_or_else(|e| pgrx::error!("opsmeter: could not create partition opsmeter.{name}: {e}"));
         created += 1;

@@ -4,7 +4,10 @@
 # cron.use_background_workers = on (scripts/test.sh starts it so).
 #   tests/cron/rollups.sh start SOCKDIR PORT   fresh database, a generated day, the job scheduled
 #   tests/cron/rollups.sh check SOCKDIR PORT   waits (up to CRON_WAIT seconds) for a successful
-#                                              run, then compares the rollup with the exact oracle
+#                                              run of each job, then checks what each did (the
+#                                              rollup against the exact oracle)
+# The README's daily jobs (daily stats at 00:05 UTC, record partitions and retention at 00:15)
+# are scheduled every minute here, with the README's commands.
 # Debian's pg_cron 1.4 schedules by the minute, so `start` runs early and `check` late.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -26,27 +29,54 @@ start)
         -c "DROP EXTENSION IF EXISTS opsmeter CASCADE" -c "DROP SCHEMA IF EXISTS oracle CASCADE" \
         -c "CREATE EXTENSION opsmeter" -f tests/oracle/rollups_oracle.sql -f tests/oracle/compare.sql >/dev/null
     "${PSQL[@]}" -d "$DB" -v day=2026-11-21 -v usage_rows=20000 -v seed=0.3 -f bench/traffic.sql >/dev/null
-    # the recipe, as the README gives it
-    "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.schedule('opsmeter-rollup', '* * * * *', \$\$SELECT ops_rollup_catch_up()\$\$)" >/dev/null
+    # yesterday's log_records (daily stats) and request records of 40 days ago and of today
+    "${PSQL[@]}" -d "$DB" <<'SQL' >/dev/null
+INSERT INTO opsmeter.log_records (created_at, model_name, status_code, tokens_in, tokens_out, latency_ms)
+SELECT ((now() AT TIME ZONE 'UTC')::date - 1)::timestamp AT TIME ZONE 'UTC' + i * interval '17 seconds',
+       'model-' || (i % 3), CASE WHEN i % 10 = 0 THEN 500 ELSE 200 END, 10, 20, 100 + i % 50
+  FROM generate_series(0, 4999) i;
+SELECT ops_add_records((SELECT jsonb_agg(jsonb_build_object('api_type', 'messages', 'metrics_key', 'k' || (i % 4),
+           'success', true, 'status_code', 200, 'latency_ms', 100,
+           'created_at', to_char(now() AT TIME ZONE 'UTC' - d * interval '1 day', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')))
+         FROM generate_series(1, 100) i, (VALUES (40), (0)) v(d)));
+SQL
+    # the recipe, as the README gives it (every minute instead of daily)
+    "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.schedule('opsmeter-rollup', '* * * * *', \$\$SELECT ops_rollup_catch_up()\$\$)" \
+        -c "SELECT cron.schedule('opsmeter-daily-stats', '* * * * *', \$\$SELECT ops_daily_stats_run()\$\$)" \
+        -c "SELECT cron.schedule('opsmeter-records', '* * * * *', \$\$
+    SELECT ops_create_record_partitions((now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date + 2),
+           ops_cleanup_records(now() - interval '30 days')\$\$)" >/dev/null
     ;;
 check)
     deadline=$(( $(date +%s) + ${CRON_WAIT:-100} ))
     status=""
     while [ "$(date +%s)" -lt "$deadline" ]; do
-        status=$("${PSQL[@]}" -d "$DB" -Atc "SELECT status || ': ' || coalesce(return_message, '') FROM cron.job_run_details
-                                               WHERE status IN ('succeeded', 'failed') ORDER BY start_time LIMIT 1")
+        # each job's first finished run; done when all three have one
+        status=$("${PSQL[@]}" -d "$DB" -Atc "SELECT CASE WHEN count(*) = 3 THEN string_agg(j.jobname || ' ' || r.status || ': ' || coalesce(r.return_message, ''), '; ') END
+                                               FROM cron.job j
+                                               JOIN LATERAL (SELECT * FROM cron.job_run_details d WHERE d.jobid = j.jobid
+                                                               AND d.status IN ('succeeded', 'failed')
+                                                             ORDER BY d.start_time LIMIT 1) r ON true")
         [ -n "$status" ] && break
         sleep 2
     done
     case "$status" in
-    succeeded*) ;;
-    "") die "pg_cron did not run the opsmeter-rollup job within ${CRON_WAIT:-100} s" ;;
-    *) die "the pg_cron job failed: $status" ;;
+    "") die "pg_cron did not run all three opsmeter jobs within ${CRON_WAIT:-100} s" ;;
+    *failed*) die "a pg_cron job failed: $status" ;;
     esac
     diff=$("${PSQL[@]}" -d "$DB" -Atc "SELECT d.ops_rows > 0 AND d.missing + d.extra + d.bad_counts + d.bad_percentiles + d.bad_avg_max = 0
                                          FROM oracle.hourly_diff('2026-11-21 00:00+00', '2026-11-22 00:00+00') d")
     [ "$diff" = t ] || die "the rollup pg_cron ran differs from the oracle"
     echo "test pg_cron runs ops_rollup_catch_up  ... ok"
-    "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.unschedule('opsmeter-rollup')" >/dev/null
+    ok=$("${PSQL[@]}" -d "$DB" -Atc "SELECT (SELECT requests = 5000 AND success = 4500 AND failed = 500 AND tokens_in = 50000
+                                              FROM opsmeter.daily_stats WHERE date = (now() AT TIME ZONE 'UTC')::date - 1)
+                                          AND (SELECT count(*) = 1 FROM opsmeter.daily_stats)")
+    [ "$ok" = t ] || die "pg_cron's ops_daily_stats_run did not write yesterday's row as expected"
+    echo "test pg_cron runs ops_daily_stats_run  ... ok"
+    ok=$("${PSQL[@]}" -d "$DB" -Atc "SELECT (SELECT array_agg(day - (now() AT TIME ZONE 'UTC')::date ORDER BY day) FROM ops_record_partitions()) = '{0,1,2}'
+                                          AND (SELECT count(*) FROM opsmeter.request_records) = 100")
+    [ "$ok" = t ] || die "pg_cron's records job did not create the partitions ahead or drop the 40-day-old one"
+    echo "test pg_cron runs the records job      ... ok"
+    "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.unschedule(jobid) FROM cron.job" >/dev/null
     ;;
 esac
