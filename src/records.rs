@@ -418,7 +418,7 @@ fn history_rows(
     );
     let origin = tstz(rc::history_origin(since_us, iv));
     let width = Interval::from_micros(iv * rc::USECS_PER_SECOND);
-    with_hash_aggregation(|| {
+    let mut rows = with_hash_aggregation(|| {
         Spi::connect(|c| {
             let rows = c.select(
                 &sql,
@@ -450,7 +450,10 @@ fn history_rows(
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
         })
         .unwrap_or_else(|e| pgrx::error!("opsmeter: history query failed: {e}"))
-    })
+    });
+    // in time order, models in byte order (the query leaves the order to us; see history_sql)
+    rows.sort_by(|a, b| us(a.0).cmp(&us(b.0)).then_with(|| a.1.cmp(&b.1)));
+    rows
 }
 
 /// Request history of an api_type since a time, in buckets of `interval_seconds` aligned to

@@ -583,15 +583,14 @@ pub fn filter_value(v: Option<String>) -> Option<String> {
 /// The history query. Parameters: `$1` api_type, `$2` since, `$3` width (interval),
 /// `$4` origin, `$5` metrics_key, `$6` base_url. Latency percentiles come from one
 /// `ops_sketch` per bucket (α = 0.005).
+///
+/// No ORDER BY: PostgreSQL has no statistics for the bucket expression, expects one group per
+/// row and would sort every record to group them; without an order to deliver it hashes the
+/// few buckets instead (measured: 6x faster on 600 k records), and the glue sorts the rows.
 pub fn history_sql(ext: &str, f: HistoryFilter) -> String {
     let model = if f.by_model { ", r.model" } else { "" };
     let model_out = if f.by_model { " b.model," } else { "" };
     let group = if f.by_model { "1, 2" } else { "1" };
-    let order = if f.by_model {
-        "b.bucket_start, b.model COLLATE \"C\""
-    } else {
-        "b.bucket_start"
-    };
     let mut wh = String::from("r.api_type = $1 AND r.created_at >= $2");
     if f.metrics_key {
         wh.push_str(" AND r.metrics_key = $5");
@@ -611,8 +610,7 @@ pub fn history_sql(ext: &str, f: HistoryFilter) -> String {
           FROM opsmeter.request_records r
          WHERE {wh}
          GROUP BY {group}) b
- CROSS JOIN LATERAL (SELECT {ext}.ops_quantiles(b.s, '{{0.5,0.95,0.99}}'::float8[]) AS q) x
- ORDER BY {order}"
+ CROSS JOIN LATERAL (SELECT {ext}.ops_quantiles(b.s, '{{0.5,0.95,0.99}}'::float8[]) AS q) x"
     );
     sql
 }
@@ -970,8 +968,8 @@ mod tests {
         );
         assert!(some.contains("r.metrics_key = $5") && some.contains("r.base_url = $6"));
         assert!(
-            some.contains("GROUP BY 1, 2")
-                && some.contains("ORDER BY b.bucket_start, b.model COLLATE \"C\"")
+            some.contains("GROUP BY 1, 2") && !some.contains("ORDER BY"),
+            "grouped by bucket and model, and left unordered for a hash aggregation"
         );
         assert_eq!(filter_value(Some(String::new())), None);
         assert_eq!(filter_value(Some("k".into())), Some("k".into()));
