@@ -216,13 +216,14 @@ impl<'a> Element<'a> {
             Some(_) => Err(RecordError::OutOfRange {
                 index: self.index,
                 field: FIELD,
-                value: n.to_string(),
+                value: shown(v),
                 range: "0 .. 999",
             }),
-            None if n.as_f64().is_some_and(|f| f.fract() == 0.0) => Err(RecordError::OutOfRange {
+            // integral but too large, or too large for a double at all
+            None if n.as_f64().is_none_or(|f| f.fract() == 0.0) => Err(RecordError::OutOfRange {
                 index: self.index,
                 field: FIELD,
-                value: n.to_string(),
+                value: shown(v),
                 range: "0 .. 999",
             }),
             None => Err(self.wrong(FIELD, "an integer", v)),
@@ -234,13 +235,14 @@ impl<'a> Element<'a> {
         let v = self.required(FIELD)?;
         match v.as_f64() {
             Some(f) if f.is_finite() && f >= 0.0 => Ok(f),
-            Some(_) => Err(RecordError::OutOfRange {
+            // negative, or a number too large for a double (as_f64 gives None for those)
+            _ if v.is_number() => Err(RecordError::OutOfRange {
                 index: self.index,
                 field: FIELD,
                 value: shown(v),
                 range: "a finite number >= 0",
             }),
-            None => Err(self.wrong(FIELD, "a number", v)),
+            _ => Err(self.wrong(FIELD, "a number", v)),
         }
     }
 
@@ -898,10 +900,45 @@ mod tests {
     }
 
     #[test]
-    fn huge_numbers_are_an_error_not_a_panic() {
-        let e = parse_records_text(r#"[{"latency_ms": 1e400}]"#).unwrap_err();
-        assert!(matches!(e, RecordError::BadJson(_)));
-        assert!(parse_records_text("[").is_err());
+    fn huge_numbers_name_their_element() {
+        let mut v = good(0).to_string();
+        v = v.replace("12.5", "1e400");
+        let e = parse_records_text(&format!("[{},{v}]", good(1))).unwrap_err();
+        assert_eq!(e.class(), Class::OutOfRange);
+        assert!(
+            e.to_string()
+                .starts_with("records[1].latency_ms is out of range: 1e"),
+            "{e}"
+        );
+        let big = format!("1{}", "0".repeat(400));
+        let e = parse_records_text(&format!("[{}]", good(0).to_string().replace("200", &big)))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("records[0].status_code is out of range: 1000000"),
+            "{e}"
+        );
+        assert!(matches!(
+            parse_records_text("["),
+            Err(RecordError::BadJson(_))
+        ));
+    }
+
+    /// Decimal text to float8 is correctly rounded, as PostgreSQL's `::float8` is.
+    #[test]
+    fn latencies_are_parsed_to_the_nearest_double() {
+        for text in [
+            "245.49838101061434",
+            "991.9339281847857",
+            "0.1",
+            "1.5E3",
+            "600000",
+            "2.2250738585072014e-308",
+        ] {
+            let doc = good(0).to_string().replace("12.5", text);
+            let r = &parse_records_text(&format!("[{doc}]")).unwrap()[0];
+            assert_eq!(r.latency_ms, text.parse::<f64>().unwrap(), "{text}");
+        }
     }
 
     #[test]
