@@ -9,9 +9,11 @@ bench_setup() {
     say "building and installing opsmeter (release)"
     "$ROOT/scripts/cluster.sh" stop .bench >/dev/null
     install_extension bench-install.log --release
+    # opsmeter is preloaded into the postmaster, so every session runs the build installed just
+    # now even if another cargo pgrx install (which replaces the file) runs during the benchmark.
     "$ROOT/scripts/cluster.sh" start .bench "$BENCH_PORT" \
         "shared_buffers = '2GB'" "work_mem = '256MB'" "max_parallel_workers_per_gather = 0" \
-        "jit = off" "max_wal_size = '4GB'" "synchronous_commit = off"
+        "jit = off" "max_wal_size = '4GB'" "synchronous_commit = off" "shared_preload_libraries = 'opsmeter'"
     SOCK="$("$ROOT/scripts/cluster.sh" sockdir .bench)"
     PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$BENCH_PORT" -U postgres)
     "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_bench" \

@@ -13,9 +13,7 @@ CREATE TABLE opsmeter.request_records (
     latency_ms  double precision NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL
 ) PARTITION BY RANGE (created_at);
-CREATE INDEX request_records_key ON opsmeter.request_records (api_type, metrics_key, created_at);
-COMMENT ON TABLE opsmeter.request_records IS 'opsmeter request-record store: one row per upstream request of a gateway key, range-partitioned by UTC day (opsmeter.request_records_pYYYYMMDD, created on demand); written by ops_add_records()';
-COMMENT ON INDEX opsmeter.request_records_key IS 'opsmeter: records of one api_type and key in time order (history and deletes by key)';
+COMMENT ON TABLE opsmeter.request_records IS 'opsmeter request-record store: one row per upstream request of a gateway key, range-partitioned by UTC day (opsmeter.request_records_pYYYYMMDD, created on demand, each indexed on api_type, metrics_key, created_at); written by ops_add_records()';
 
 CREATE TABLE opsmeter.record_latest (
     api_type        text NOT NULL,

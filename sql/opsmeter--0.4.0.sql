@@ -121,6 +121,115 @@ CREATE AGGREGATE ops_sketch_merge(ops_sketch) (
 
 /* <begin connected objects> */
 
+CREATE TABLE opsmeter.metrics_hourly (
+    bucket_start                      timestamptz NOT NULL,
+    platform                          text,
+    group_id                          bigint,
+    success_count                     bigint NOT NULL DEFAULT 0,
+    error_count_total                 bigint NOT NULL DEFAULT 0,
+    business_limited_count            bigint NOT NULL DEFAULT 0,
+    error_count_sla                   bigint NOT NULL DEFAULT 0,
+    upstream_error_count_excl_429_529 bigint NOT NULL DEFAULT 0,
+    upstream_429_count                bigint NOT NULL DEFAULT 0,
+    upstream_529_count                bigint NOT NULL DEFAULT 0,
+    token_consumed                    bigint NOT NULL DEFAULT 0,
+    duration_p50_ms                   integer,
+    duration_p90_ms                   integer,
+    duration_p95_ms                   integer,
+    duration_p99_ms                   integer,
+    duration_avg_ms                   double precision,
+    duration_max_ms                   integer,
+    ttft_p50_ms                       integer,
+    ttft_p90_ms                       integer,
+    ttft_p95_ms                       integer,
+    ttft_p99_ms                       integer,
+    ttft_avg_ms                       double precision,
+    ttft_max_ms                       integer,
+    duration_sketch                   ops_sketch,
+    ttft_sketch                       ops_sketch,
+    computed_at                       timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX metrics_hourly_key
+    ON opsmeter.metrics_hourly (bucket_start, (COALESCE(platform, '')), (COALESCE(group_id, 0)));
+COMMENT ON TABLE opsmeter.metrics_hourly IS 'opsmeter hourly ops metrics (UTC hours) at three grains: overall (platform and group_id NULL), platform, and (platform, group_id); written by ops_upsert_hourly()';
+COMMENT ON INDEX opsmeter.metrics_hourly_key IS 'opsmeter: one row per hour and grain, as the seed''s COALESCE-based unique key';
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.metrics_hourly', '');
+
+CREATE TABLE opsmeter.metrics_daily (
+    bucket_date                       date NOT NULL,
+    platform                          text,
+    group_id                          bigint,
+    success_count                     bigint NOT NULL DEFAULT 0,
+    error_count_total                 bigint NOT NULL DEFAULT 0,
+    business_limited_count            bigint NOT NULL DEFAULT 0,
+    error_count_sla                   bigint NOT NULL DEFAULT 0,
+    upstream_error_count_excl_429_529 bigint NOT NULL DEFAULT 0,
+    upstream_429_count                bigint NOT NULL DEFAULT 0,
+    upstream_529_count                bigint NOT NULL DEFAULT 0,
+    token_consumed                    bigint NOT NULL DEFAULT 0,
+    duration_p50_ms                   integer,
+    duration_p90_ms                   integer,
+    duration_p95_ms                   integer,
+    duration_p99_ms                   integer,
+    duration_avg_ms                   double precision,
+    duration_max_ms                   integer,
+    ttft_p50_ms                       integer,
+    ttft_p90_ms                       integer,
+    ttft_p95_ms                       integer,
+    ttft_p99_ms                       integer,
+    ttft_avg_ms                       double precision,
+    ttft_max_ms                       integer,
+    duration_sketch                   ops_sketch,
+    ttft_sketch                       ops_sketch,
+    computed_at                       timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX metrics_daily_key
+    ON opsmeter.metrics_daily (bucket_date, (COALESCE(platform, '')), (COALESCE(group_id, 0)));
+COMMENT ON TABLE opsmeter.metrics_daily IS 'opsmeter daily ops metrics (UTC dates) merged from the hourly sketches, so daily percentiles are as accurate as hourly ones; written by ops_upsert_daily()';
+COMMENT ON INDEX opsmeter.metrics_daily_key IS 'opsmeter: one row per day and grain';
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.metrics_daily', '');
+
+CREATE TYPE opsmeter.metrics_row AS (
+    bucket_start                      timestamptz,
+    platform                          text,
+    group_id                          bigint,
+    success_count                     bigint,
+    error_count_total                 bigint,
+    business_limited_count            bigint,
+    error_count_sla                   bigint,
+    upstream_error_count_excl_429_529 bigint,
+    upstream_429_count                bigint,
+    upstream_529_count                bigint,
+    token_consumed                    bigint,
+    duration_p50_ms                   integer,
+    duration_p90_ms                   integer,
+    duration_p95_ms                   integer,
+    duration_p99_ms                   integer,
+    duration_avg_ms                   double precision,
+    duration_max_ms                   integer,
+    ttft_p50_ms                       integer,
+    ttft_p90_ms                       integer,
+    ttft_p95_ms                       integer,
+    ttft_p99_ms                       integer,
+    ttft_avg_ms                       double precision,
+    ttft_max_ms                       integer,
+    duration_sketch                   ops_sketch,
+    ttft_sketch                       ops_sketch
+);
+COMMENT ON TYPE opsmeter.metrics_row IS 'opsmeter: one bucket of ops_metrics() output';
+
+CREATE STATISTICS opsmeter.usage_logs_hour_group (ndistinct)
+    ON (pg_catalog.date_bin('1 hour'::interval, created_at, '2000-01-03 00:00:00+00'::timestamptz)), group_id
+    FROM opsmeter.usage_logs;
+COMMENT ON STATISTICS opsmeter.usage_logs_hour_group IS 'opsmeter: number of (UTC hour, group) groups, for the rollup''s plan';
+CREATE STATISTICS opsmeter.error_logs_hour_group (ndistinct)
+    ON (pg_catalog.date_bin('1 hour'::interval, created_at, '2000-01-03 00:00:00+00'::timestamptz)), platform, group_id
+    FROM opsmeter.error_logs;
+COMMENT ON STATISTICS opsmeter.error_logs_hour_group IS 'opsmeter: number of (UTC hour, platform, group) groups, for the rollup''s plan';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+
 CREATE TABLE opsmeter.request_records (
     api_type    text NOT NULL,
     metrics_key text NOT NULL,
@@ -131,9 +240,7 @@ CREATE TABLE opsmeter.request_records (
     latency_ms  double precision NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL
 ) PARTITION BY RANGE (created_at);
-CREATE INDEX request_records_key ON opsmeter.request_records (api_type, metrics_key, created_at);
-COMMENT ON TABLE opsmeter.request_records IS 'opsmeter request-record store: one row per upstream request of a gateway key, range-partitioned by UTC day (opsmeter.request_records_pYYYYMMDD, created on demand); written by ops_add_records()';
-COMMENT ON INDEX opsmeter.request_records_key IS 'opsmeter: records of one api_type and key in time order (history and deletes by key)';
+COMMENT ON TABLE opsmeter.request_records IS 'opsmeter request-record store: one row per upstream request of a gateway key, range-partitioned by UTC day (opsmeter.request_records_pYYYYMMDD, created on demand, each indexed on api_type, metrics_key, created_at); written by ops_add_records()';
 
 CREATE TABLE opsmeter.record_latest (
     api_type        text NOT NULL,
@@ -257,115 +364,6 @@ CREATE TABLE opsmeter.daily_model_stats (
 );
 COMMENT ON TABLE opsmeter.daily_model_stats IS 'opsmeter: every model of each daily_stats day (requests, tokens in + out), written with it, so ops_stats() ranks models over several days exactly';
 SELECT pg_catalog.pg_extension_config_dump('opsmeter.daily_model_stats', '');
-/* </end connected objects> */
-
-/* <begin connected objects> */
-
-CREATE TABLE opsmeter.metrics_hourly (
-    bucket_start                      timestamptz NOT NULL,
-    platform                          text,
-    group_id                          bigint,
-    success_count                     bigint NOT NULL DEFAULT 0,
-    error_count_total                 bigint NOT NULL DEFAULT 0,
-    business_limited_count            bigint NOT NULL DEFAULT 0,
-    error_count_sla                   bigint NOT NULL DEFAULT 0,
-    upstream_error_count_excl_429_529 bigint NOT NULL DEFAULT 0,
-    upstream_429_count                bigint NOT NULL DEFAULT 0,
-    upstream_529_count                bigint NOT NULL DEFAULT 0,
-    token_consumed                    bigint NOT NULL DEFAULT 0,
-    duration_p50_ms                   integer,
-    duration_p90_ms                   integer,
-    duration_p95_ms                   integer,
-    duration_p99_ms                   integer,
-    duration_avg_ms                   double precision,
-    duration_max_ms                   integer,
-    ttft_p50_ms                       integer,
-    ttft_p90_ms                       integer,
-    ttft_p95_ms                       integer,
-    ttft_p99_ms                       integer,
-    ttft_avg_ms                       double precision,
-    ttft_max_ms                       integer,
-    duration_sketch                   ops_sketch,
-    ttft_sketch                       ops_sketch,
-    computed_at                       timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-CREATE UNIQUE INDEX metrics_hourly_key
-    ON opsmeter.metrics_hourly (bucket_start, (COALESCE(platform, '')), (COALESCE(group_id, 0)));
-COMMENT ON TABLE opsmeter.metrics_hourly IS 'opsmeter hourly ops metrics (UTC hours) at three grains: overall (platform and group_id NULL), platform, and (platform, group_id); written by ops_upsert_hourly()';
-COMMENT ON INDEX opsmeter.metrics_hourly_key IS 'opsmeter: one row per hour and grain, as the seed''s COALESCE-based unique key';
-SELECT pg_catalog.pg_extension_config_dump('opsmeter.metrics_hourly', '');
-
-CREATE TABLE opsmeter.metrics_daily (
-    bucket_date                       date NOT NULL,
-    platform                          text,
-    group_id                          bigint,
-    success_count                     bigint NOT NULL DEFAULT 0,
-    error_count_total                 bigint NOT NULL DEFAULT 0,
-    business_limited_count            bigint NOT NULL DEFAULT 0,
-    error_count_sla                   bigint NOT NULL DEFAULT 0,
-    upstream_error_count_excl_429_529 bigint NOT NULL DEFAULT 0,
-    upstream_429_count                bigint NOT NULL DEFAULT 0,
-    upstream_529_count                bigint NOT NULL DEFAULT 0,
-    token_consumed                    bigint NOT NULL DEFAULT 0,
-    duration_p50_ms                   integer,
-    duration_p90_ms                   integer,
-    duration_p95_ms                   integer,
-    duration_p99_ms                   integer,
-    duration_avg_ms                   double precision,
-    duration_max_ms                   integer,
-    ttft_p50_ms                       integer,
-    ttft_p90_ms                       integer,
-    ttft_p95_ms                       integer,
-    ttft_p99_ms                       integer,
-    ttft_avg_ms                       double precision,
-    ttft_max_ms                       integer,
-    duration_sketch                   ops_sketch,
-    ttft_sketch                       ops_sketch,
-    computed_at                       timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-CREATE UNIQUE INDEX metrics_daily_key
-    ON opsmeter.metrics_daily (bucket_date, (COALESCE(platform, '')), (COALESCE(group_id, 0)));
-COMMENT ON TABLE opsmeter.metrics_daily IS 'opsmeter daily ops metrics (UTC dates) merged from the hourly sketches, so daily percentiles are as accurate as hourly ones; written by ops_upsert_daily()';
-COMMENT ON INDEX opsmeter.metrics_daily_key IS 'opsmeter: one row per day and grain';
-SELECT pg_catalog.pg_extension_config_dump('opsmeter.metrics_daily', '');
-
-CREATE TYPE opsmeter.metrics_row AS (
-    bucket_start                      timestamptz,
-    platform                          text,
-    group_id                          bigint,
-    success_count                     bigint,
-    error_count_total                 bigint,
-    business_limited_count            bigint,
-    error_count_sla                   bigint,
-    upstream_error_count_excl_429_529 bigint,
-    upstream_429_count                bigint,
-    upstream_529_count                bigint,
-    token_consumed                    bigint,
-    duration_p50_ms                   integer,
-    duration_p90_ms                   integer,
-    duration_p95_ms                   integer,
-    duration_p99_ms                   integer,
-    duration_avg_ms                   double precision,
-    duration_max_ms                   integer,
-    ttft_p50_ms                       integer,
-    ttft_p90_ms                       integer,
-    ttft_p95_ms                       integer,
-    ttft_p99_ms                       integer,
-    ttft_avg_ms                       double precision,
-    ttft_max_ms                       integer,
-    duration_sketch                   ops_sketch,
-    ttft_sketch                       ops_sketch
-);
-COMMENT ON TYPE opsmeter.metrics_row IS 'opsmeter: one bucket of ops_metrics() output';
-
-CREATE STATISTICS opsmeter.usage_logs_hour_group (ndistinct)
-    ON (pg_catalog.date_bin('1 hour'::interval, created_at, '2000-01-03 00:00:00+00'::timestamptz)), group_id
-    FROM opsmeter.usage_logs;
-COMMENT ON STATISTICS opsmeter.usage_logs_hour_group IS 'opsmeter: number of (UTC hour, group) groups, for the rollup''s plan';
-CREATE STATISTICS opsmeter.error_logs_hour_group (ndistinct)
-    ON (pg_catalog.date_bin('1 hour'::interval, created_at, '2000-01-03 00:00:00+00'::timestamptz)), platform, group_id
-    FROM opsmeter.error_logs;
-COMMENT ON STATISTICS opsmeter.error_logs_hour_group IS 'opsmeter: number of (UTC hour, platform, group) groups, for the rollup''s plan';
 /* </end connected objects> */
 
 /* <begin connected objects> */

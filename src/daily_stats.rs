@@ -48,7 +48,8 @@ CREATE TABLE opsmeter.daily_model_stats (
 COMMENT ON TABLE opsmeter.daily_model_stats IS 'opsmeter: every model of each daily_stats day (requests, tokens in + out), written with it, so ops_stats() ranks models over several days exactly';
 SELECT pg_catalog.pg_extension_config_dump('opsmeter.daily_model_stats', '');
 "#,
-    name = "daily_stats_tables"
+    name = "daily_stats_tables",
+    requires = ["record_tables"]
 );
 
 /// Today's UTC date and `now()` (microseconds).

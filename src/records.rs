@@ -38,9 +38,12 @@ CREATE TABLE opsmeter.request_records (
     latency_ms  double precision NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL
 ) PARTITION BY RANGE (created_at);
-CREATE INDEX request_records_key ON opsmeter.request_records (api_type, metrics_key, created_at);
-COMMENT ON TABLE opsmeter.request_records IS 'opsmeter request-record store: one row per upstream request of a gateway key, range-partitioned by UTC day (opsmeter.request_records_pYYYYMMDD, created on demand); written by ops_add_records()';
-COMMENT ON INDEX opsmeter.request_records_key IS 'opsmeter: records of one api_type and key in time order (history and deletes by key)';
+-- No index on the parent: each day partition gets its own (api_type, metrics_key, created_at)
+-- index when ops_create_record_partitions() creates it. A partitioned index owned by the
+-- extension would break pg_dump/restore: CREATE EXTENSION would recreate it before the dump
+-- re-attaches the partitions, attaching would create each partition's index, and the dump's
+-- own CREATE INDEX for it would then fail.
+COMMENT ON TABLE opsmeter.request_records IS 'opsmeter request-record store: one row per upstream request of a gateway key, range-partitioned by UTC day (opsmeter.request_records_pYYYYMMDD, created on demand, each indexed on api_type, metrics_key, created_at); written by ops_add_records()';
 
 CREATE TABLE opsmeter.record_latest (
     api_type        text NOT NULL,
@@ -138,7 +141,8 @@ AS $fn$
      ORDER BY 2, 1::text
 $fn$;
 "#,
-    name = "record_tables"
+    name = "record_tables",
+    requires = ["rollup_tables"]
 );
 
 fn tstz(us: i64) -> TimestampWithTimeZone {
@@ -226,8 +230,18 @@ fn ops_create_record_partitions(from_day: Date, to_day: Date) -> i32 {
             }
         }
         let (lo, hi) = (rc::day_text(day), rc::day_text(day + 1));
+        // CREATE TABLE ... PARTITION OF would take an ACCESS EXCLUSIVE lock on the parent,
+        // which waits for every open transaction that wrote records (and two such transactions
+        // that both need a new day deadlock). ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE,
+        // which does not conflict with writers or readers; the new table is empty, so its
+        // bounds check is instant.
         Spi::run(&format!(
-            "CREATE TABLE IF NOT EXISTS opsmeter.{name} PARTITION OF opsmeter.request_records FOR VALUES FROM ('{lo} 00:00:00+00') TO ('{hi} 00:00:00+00')"
+            "CREATE TABLE IF NOT EXISTS opsmeter.{name}
+                 (LIKE opsmeter.request_records INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             CREATE INDEX IF NOT EXISTS {name}_key
+                 ON opsmeter.{name} (api_type, metrics_key, created_at);
+             ALTER TABLE opsmeter.request_records ATTACH PARTITION opsmeter.{name}
+                 FOR VALUES FROM ('{lo} 00:00:00+00') TO ('{hi} 00:00:00+00')"
         ))
         .unwrap_or_else(|e| pgrx::error!("opsmeter: could not create partition opsmeter.{name}: {e}"));
         created += 1;
