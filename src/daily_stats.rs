@@ -7,6 +7,7 @@ use crate::cores::records::{day_of, day_text};
 use crate::cores::sources::Role;
 use crate::error::{OrRaise, SqlError};
 use crate::records::date;
+use crate::rollups::tstz;
 use crate::sources::resolve;
 use pgrx::datum::Date;
 use pgrx::prelude::*;
@@ -60,11 +61,6 @@ fn today_and_now() -> (i32, i64) {
         .unwrap_or_else(|| pgrx::error!("opsmeter: now() is NULL"));
     let now: i64 = now.into();
     (day_of(now), now)
-}
-
-fn tstz(us: i64) -> TimestampWithTimeZone {
-    TimestampWithTimeZone::try_from(us)
-        .unwrap_or_else(|_| pgrx::error!("opsmeter: timestamp out of range"))
 }
 
 fn lock_daily_stats() {

@@ -5,7 +5,7 @@
 
 use crate::cores::records::{self as rc, Class, HistoryFilter, RecordError};
 use crate::error::{OrRaise, SqlError};
-use crate::rollups::{ext_schema, with_hash_aggregation};
+use crate::rollups::{ext_schema, tstz, with_hash_aggregation};
 use crate::types::JsonbText;
 use pgrx::datum::Date;
 use pgrx::prelude::*;
@@ -145,11 +145,6 @@ $fn$;
     requires = ["rollup_tables"]
 );
 
-fn tstz(us: i64) -> TimestampWithTimeZone {
-    TimestampWithTimeZone::try_from(us)
-        .unwrap_or_else(|_| pgrx::error!("opsmeter: timestamp out of range"))
-}
-
 fn us(t: TimestampWithTimeZone) -> i64 {
     t.into()
 }
@@ -243,7 +238,9 @@ fn ops_create_record_partitions(from_day: Date, to_day: Date) -> i32 {
              ALTER TABLE opsmeter.request_records ATTACH PARTITION opsmeter.{name}
                  FOR VALUES FROM ('{lo} 00:00:00+00') TO ('{hi} 00:00:00+00')"
         ))
-        .unwrap_or_else(|e| pgrx::error!("opsmeter: could not create partition opsmeter.{name}: {e}"));
+        .unwrap_or_else(|e| {
+            pgrx::error!("opsmeter: could not create partition opsmeter.{name}: {e}")
+        });
         created += 1;
     }
     created

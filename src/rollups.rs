@@ -173,7 +173,8 @@ fn lock_rollups() {
     .unwrap_or_else(|e| pgrx::error!("opsmeter: could not take the rollup lock: {e}"));
 }
 
-fn tstz(us: i64) -> TimestampWithTimeZone {
+/// A `timestamptz` from microseconds since 2000-01-01 UTC, or an `ERROR` when out of range.
+pub(crate) fn tstz(us: i64) -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(us)
         .unwrap_or_else(|_| pgrx::error!("opsmeter: timestamp out of range"))
 }

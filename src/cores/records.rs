@@ -177,6 +177,15 @@ impl<'a> Element<'a> {
         }
     }
 
+    fn out_of_range(&self, field: &'static str, v: &Value, range: &'static str) -> RecordError {
+        RecordError::OutOfRange {
+            index: self.index,
+            field,
+            value: shown(v),
+            range,
+        }
+    }
+
     fn key(&self, field: &'static str) -> Result<String, RecordError> {
         match self.required(field)? {
             Value::String(s) if !s.is_empty() => Ok(s.clone()),
@@ -211,21 +220,12 @@ impl<'a> Element<'a> {
                 .filter(|f| f.fract() == 0.0 && f.abs() < 1e18)
                 .map(|f| f as i64)
         });
+        // out of range: an integer outside 0..999, or one too large for a double at all
+        let too_large = n.as_f64().is_none_or(|f| f.fract() == 0.0);
         match int {
             Some(code) if (0..=999).contains(&code) => Ok(code as i32),
-            Some(_) => Err(RecordError::OutOfRange {
-                index: self.index,
-                field: FIELD,
-                value: shown(v),
-                range: "0 .. 999",
-            }),
-            // integral but too large, or too large for a double at all
-            None if n.as_f64().is_none_or(|f| f.fract() == 0.0) => Err(RecordError::OutOfRange {
-                index: self.index,
-                field: FIELD,
-                value: shown(v),
-                range: "0 .. 999",
-            }),
+            Some(_) => Err(self.out_of_range(FIELD, v, "0 .. 999")),
+            None if too_large => Err(self.out_of_range(FIELD, v, "0 .. 999")),
             None => Err(self.wrong(FIELD, "an integer", v)),
         }
     }
@@ -236,12 +236,7 @@ impl<'a> Element<'a> {
         match v.as_f64() {
             Some(f) if f.is_finite() && f >= 0.0 => Ok(f),
             // negative, or a number too large for a double (as_f64 gives None for those)
-            _ if v.is_number() => Err(RecordError::OutOfRange {
-                index: self.index,
-                field: FIELD,
-                value: shown(v),
-                range: "a finite number >= 0",
-            }),
+            _ if v.is_number() => Err(self.out_of_range(FIELD, v, "a finite number >= 0")),
             _ => Err(self.wrong(FIELD, "a number", v)),
         }
     }
