@@ -5,7 +5,7 @@
 
 use crate::cores::records::{self as rc, Class, HistoryFilter, RecordError};
 use crate::error::{OrRaise, SqlError};
-use crate::rollups::{ext_schema, tstz, with_hash_aggregation};
+use crate::rollups::{ext_schema, tstz, us, with_hash_aggregation};
 use crate::types::JsonbText;
 use pgrx::datum::Date;
 use pgrx::prelude::*;
@@ -144,10 +144,6 @@ $fn$;
     name = "record_tables",
     requires = ["rollup_tables"]
 );
-
-fn us(t: TimestampWithTimeZone) -> i64 {
-    t.into()
-}
 
 fn finite(arg: &'static str, t: TimestampWithTimeZone) -> i64 {
     if t.is_infinity() || t.is_neg_infinity() {

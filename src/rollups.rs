@@ -179,7 +179,8 @@ pub(crate) fn tstz(us: i64) -> TimestampWithTimeZone {
         .unwrap_or_else(|_| pgrx::error!("opsmeter: timestamp out of range"))
 }
 
-fn us(t: TimestampWithTimeZone) -> i64 {
+/// Microseconds since 2000-01-01 UTC of a `timestamptz`.
+pub(crate) fn us(t: TimestampWithTimeZone) -> i64 {
     t.into()
 }
 
