@@ -254,9 +254,11 @@ fn ops_add_records(records: JsonbText) -> i64 {
     if batch.is_empty() {
         return 0;
     }
-    let ext = ext_schema();
+    // the extension's schema is looked up only when a day's partition is missing (rarely)
+    let mut ext = None;
     for day in rc::days_of(&batch) {
         if !partition_exists(&rc::partition_name(day)) {
+            let ext = ext.get_or_insert_with(ext_schema);
             Spi::run_with_args(
                 &format!("SELECT {ext}.ops_create_record_partitions($1, $1)"),
                 &[date(day).into()],
@@ -584,6 +586,16 @@ mod tests {
         Spi::get_one::<i64>(sql).unwrap().unwrap_or(-1)
     }
 
+    /// `#[pg_test]`s run at once, each in one open transaction of the same database. Tests
+    /// that create partitions take the partition lock first and keep it to their end, so they
+    /// run one after another: otherwise one holding the lock can wait on catalog rows another
+    /// test's uncommitted GRANT or ATTACH updated while that one waits for the lock (a
+    /// deadlock seen once in five runs of this layer; a gateway does not interleave such transactions).
+    fn one_partition_test_at_a_time() {
+        let (k1, k2) = crate::cores::records::PARTITION_LOCK_KEYS;
+        Spi::run(&format!("SELECT pg_advisory_xact_lock({k1}, {k2})")).unwrap();
+    }
+
     fn batch(n: i64, day: &str) -> String {
         format!(
             "(SELECT jsonb_agg(jsonb_build_object(
@@ -599,6 +611,7 @@ mod tests {
     /// partition for the new day it would have needed.
     #[pg_test]
     fn a_rejected_batch_changes_nothing() {
+        one_partition_test_at_a_time();
         Spi::run(&format!(
             "SELECT ops_add_records({})",
             batch(50, "2026-03-01")
@@ -617,6 +630,7 @@ mod tests {
     /// Serial and parallel plans give the same history (the sketches merge exactly).
     #[pg_test]
     fn history_is_the_same_serial_and_parallel() {
+        one_partition_test_at_a_time();
         for d in ["2026-03-01", "2026-03-02", "2026-03-03"] {
             Spi::run(&format!("SELECT ops_add_records({})", batch(6000, d))).unwrap();
         }
@@ -639,6 +653,7 @@ mod tests {
     /// SECURITY DEFINER ops_create_record_partitions as the extension owner.
     #[pg_test]
     fn an_unprivileged_writer_gets_its_partitions() {
+        one_partition_test_at_a_time();
         Spi::run(
             "CREATE ROLE opsmeter_test_writer;
              GRANT USAGE ON SCHEMA opsmeter TO opsmeter_test_writer;
@@ -674,6 +689,7 @@ mod tests {
     /// Whole days go by DROP; the boundary day by DELETE; nothing at or after `before` changes.
     #[pg_test]
     fn cleanup_drops_whole_days() {
+        one_partition_test_at_a_time();
         for d in ["2026-05-01", "2026-05-02", "2026-05-03"] {
             Spi::run(&format!("SELECT ops_add_records({})", batch(1000, d))).unwrap();
         }
