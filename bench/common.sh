@@ -24,7 +24,9 @@ bench_setup() {
 # interleaved_medians NAME=SQL ...: one session; one untimed warm-up of each query, then
 # BENCH_RUNS rounds that each run every query once, in order (so drift and noise from the rest
 # of the machine spread over all queries alike). Prints "NAME MEDIAN_MS" per query.
-# BENCH_SETUP (SQL) runs first, e.g. SET statements.
+# BENCH_SETUP (SQL) runs first, e.g. SET statements. With BENCH_WITH_MIN=1 each line also
+# carries the fastest round ("NAME MEDIAN_MS MIN_MS"): on a shared machine the minimum shows the
+# cost without other work's interference, the median what a user sees.
 interleaved_medians() {
     local pairs=("$@") names=() sqls=() i r
     for p in "${pairs[@]}"; do names+=("${p%%=*}"); sqls+=("${p#*=}"); done
@@ -36,14 +38,15 @@ interleaved_medians() {
             for i in "${!sqls[@]}"; do echo "${sqls[$i]};"; done
         done
     } | "${PSQL[@]}" -d opsmeter_bench -o /dev/null 2>&1 | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' \
-      | awk -v n="${#sqls[@]}" -v names="${names[*]}" '
+      | awk -v n="${#sqls[@]}" -v names="${names[*]}" -v withmin="${BENCH_WITH_MIN:-0}" '
             BEGIN { split(names, nm, " ") }
             { q = (NR - 1) % n + 1; t[q, ++c[q]] = $1 }
             END {
                 for (q = 1; q <= n; q++) {
                     m = c[q]; for (i = 1; i <= m; i++) v[i] = t[q, i]
                     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { x = v[i]; v[i] = v[j]; v[j] = x }
-                    print nm[q], v[int((m + 1) / 2)]
+                    if (withmin == 1) print nm[q], v[int((m + 1) / 2)], v[1]
+                    else print nm[q], v[int((m + 1) / 2)]
                 }
             }'
 }
