@@ -93,16 +93,21 @@ q="SELECT id, s::text, ops_quantile(s, 0.99) FROM sketch_dump_check ORDER BY id;
    SELECT l::text FROM opsmeter.record_latest l ORDER BY 1;
    SELECT c::text FROM opsmeter.circuit_states c ORDER BY 1;
    SELECT d::text FROM opsmeter.daily_stats d ORDER BY 1;
-   SELECT m::text FROM opsmeter.daily_model_stats m ORDER BY 1"
+   SELECT m::text FROM opsmeter.daily_model_stats m ORDER BY 1;
+   SELECT o::text FROM opsmeter.operations o ORDER BY op_id;
+   SELECT r::text FROM opsmeter.retries r ORDER BY op_id;
+   SELECT c::text FROM opsmeter.cursors c ORDER BY cursor_key"
 if diff <("${PSQL[@]}" -d opsmeter_regress -Atc "$q") <("${PSQL[@]}" -d opsmeter_restore -Atc "$q") >/dev/null \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM sketch_dump_check")" -gt 0 ] \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.metrics_hourly")" -gt 0 ] \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.request_records")" -gt 0 ] \
-   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.daily_stats")" -gt 0 ]; then
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.daily_stats")" -gt 0 ] \
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.operations")" -gt 0 ] \
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.cursors")" -gt 0 ]; then
     echo "test pg_dump/restore                ... ok"
     PASSED[regress]=$(( PASSED[regress] + 1 ))
 else
-    die "sketches, rollup rows, records or daily stats differ after pg_dump/restore"
+    die "sketches, rollup rows, records, daily stats or queue tables differ after pg_dump/restore"
 fi
 
 "$ROOT/scripts/check-upgrade.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/upgrade.log"
@@ -111,6 +116,7 @@ PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/upgrade.log")
 # several real sessions rolling up overlapping windows at once
 "$ROOT/tests/concurrency/rollups.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/concurrency.log"
 "$ROOT/tests/concurrency/records.sh" "$SOCK" "$TEST_PORT" | tee -a "$LOGS/concurrency.log"
+"$ROOT/tests/concurrency/queue.sh" "$SOCK" "$TEST_PORT" | tee -a "$LOGS/concurrency.log"
 PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/concurrency.log") ))
 
 "$ROOT/tests/cron/rollups.sh" check "$SOCK" "$TEST_PORT" | tee "$LOGS/cron.log"

@@ -52,6 +52,21 @@ COMMENT ON FUNCTION ops_delete_circuit_states(text[], text) IS 'opsmeter: delete
 COMMENT ON FUNCTION ops_daily_stats_run(date) IS 'opsmeter: write opsmeter.daily_stats for one complete UTC day (default yesterday) from the log_records source; false when the day exists already or had no traffic; rows are never modified';
 COMMENT ON FUNCTION ops_daily_stats_backfill(date, date) IS 'opsmeter: ops_daily_stats_run for every day of from_day .. to_day (inclusive); returns days written';
 COMMENT ON FUNCTION ops_stats(text) IS 'opsmeter: requests, success, failed, tokens, latency and top 10 models for ''today'', ''last7d'' or ''last30d'' (UTC days up to now), from daily_stats rows and the source';
+COMMENT ON FUNCTION ops_op_save(jsonb, text) IS 'opsmeter queue: record one operation (JSON object with the columns of opsmeter.operations; op_id required) with status NOT_TRUSTLOGGED (default) or TRUSTLOGGED; an existing op_id is 23505; a bad field is an error naming it; notifies channel opsmeter_operations';
+COMMENT ON FUNCTION ops_op_save_batch(jsonb) IS 'opsmeter queue: record a JSON array of operations (at most 10000) in one statement; one bad element or existing op_id rejects the batch naming ops[i] and the field, nothing written; notifies opsmeter_operations; returns operations written';
+COMMENT ON FUNCTION ops_op_claim(integer, interval) IS 'opsmeter queue: lease up to batch (1 .. 10000) of the oldest claimable operations (NOT_TRUSTLOGGED, no live lease, no retry pending in the future, not dead-lettered) for lease (at most 7 days), one statement with SKIP LOCKED; returns them with one lease_token per call and lease_expires_at, oldest timestamp first';
+COMMENT ON FUNCTION ops_op_completed(text[], uuid) IS 'opsmeter queue: ops_op_complete returning the op_ids this call changed from NOT_TRUSTLOGGED to TRUSTLOGGED';
+COMMENT ON FUNCTION ops_op_complete(text[], uuid) IS 'opsmeter queue: compare-and-set NOT_TRUSTLOGGED -> TRUSTLOGGED for these op_ids (with lease_token: only those that lease still holds), removing their retry rows; returns how many this call changed';
+COMMENT ON FUNCTION ops_op_fail(text, text, uuid) IS 'opsmeter queue: record a failed attempt: release the lease and retry at now + opsmeter.retry_base * 2^n (n = retries so far), or DEAD_LETTER once opsmeter.max_retries retries have failed too; false (nothing changed) for a completed, unknown or dead-lettered operation or a lease no longer held';
+COMMENT ON FUNCTION ops_op_requeue(text[]) IS 'opsmeter queue: give these dead-lettered operations a fresh set of tries (retry row removed, claimable now); returns how many were revived';
+COMMENT ON FUNCTION ops_retry_due(integer) IS 'opsmeter queue: retry rows (PENDING or RETRYING) whose next_retry_at has come, soonest first, at most limit';
+COMMENT ON FUNCTION ops_retry_done(text) IS 'opsmeter queue: remove an operation''s retry row (its retry finished); a not yet trustlogged, unleased operation becomes claimable now; true if there was a row';
+COMMENT ON FUNCTION ops_cursor_get(text) IS 'opsmeter queue: value of a cursor, '''' when it does not exist (as the seed)';
+COMMENT ON FUNCTION ops_cursor_set(text, text) IS 'opsmeter queue: set a cursor''s value (insert or replace), stamping last_updated_at';
+COMMENT ON FUNCTION ops_cursor_init(text, text, boolean) IS 'opsmeter queue: initialise a cursor; as in the seed this overwrites an existing value unless keep_existing is true; returns the value now stored';
+COMMENT ON FUNCTION ops_operations_query(jsonb, integer, integer, text, boolean) IS 'opsmeter queue: a page of operations matching a filter (op_id, op_source, op_code, doid and do_prefix as contains, producer_id, op_actor, do_repository, trustlog_status, client_ip, server_ip, time_from, time_to), ordered by created_at, timestamp or op_id; page_size clamped to 1 .. 1000; every row carries total and total_pages';
+COMMENT ON FUNCTION ops_operations_count(jsonb) IS 'opsmeter queue: number of operations matching an ops_operations_query filter';
+COMMENT ON FUNCTION ops_queue_stats() IS 'opsmeter queue: not_trustlogged, pending (claimable now), leased, retrying, dead_letters, age of the oldest operation still to be done, and cursor lag (now - oldest RFC 3339 cursor value)';
 "#,
     name = "comments",
     finalize,
@@ -60,6 +75,7 @@ COMMENT ON FUNCTION ops_stats(text) IS 'opsmeter: requests, success, failed, tok
         "rollup_tables",
         "ops_metrics",
         "record_tables",
-        "daily_stats_tables"
+        "daily_stats_tables",
+        "queue_tables"
     ]
 );

@@ -11,6 +11,7 @@ mod comments;
 mod daily_stats;
 mod error;
 mod gucs;
+mod queue;
 mod records;
 mod rollups;
 mod schema;

@@ -4,6 +4,7 @@
 //! modules and reports their errors; nothing here knows about Datums or SPI.
 
 pub mod daily_stats;
+pub mod queue;
 pub mod records;
 pub mod rollup;
 pub mod sketch;

@@ -126,7 +126,8 @@ pub struct Record {
     pub created_at: i64,
 }
 
-fn kind(v: &Value) -> &'static str {
+/// The JSON kind of a value, as error messages name it.
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -138,7 +139,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// A short rendering of a bad value for an error message.
-fn shown(v: &Value) -> String {
+pub fn shown(v: &Value) -> String {
     let mut s = v.to_string();
     if s.len() > 60 {
         let mut cut = 57;
