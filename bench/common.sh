@@ -13,7 +13,8 @@ bench_setup() {
     # now even if another cargo pgrx install (which replaces the file) runs during the benchmark.
     "$ROOT/scripts/cluster.sh" start .bench "$BENCH_PORT" \
         "shared_buffers = '2GB'" "work_mem = '256MB'" "max_parallel_workers_per_gather = 0" \
-        "jit = off" "max_wal_size = '4GB'" "synchronous_commit = off" "shared_preload_libraries = 'opsmeter'"
+        "jit = off" "max_wal_size = '4GB'" "synchronous_commit = off" "shared_preload_libraries = 'opsmeter'" \
+        "listen_addresses = '127.0.0.1'"
     SOCK="$("$ROOT/scripts/cluster.sh" sockdir .bench)"
     PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$BENCH_PORT" -U postgres)
     "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_bench" \

@@ -1,5 +1,6 @@
 -- opsmeter 0.4.0 -> 0.5.0: adds the operations queue (SPEC section 5): tables
--- opsmeter.operations (with its partial claim index), opsmeter.retries, opsmeter.cursors, the
+-- opsmeter.operations (with its partial claim index), opsmeter.retries, opsmeter.cursors,
+-- opsmeter.queue_bound and opsmeter.queue_lowmarks (where claims start their walk), the
 -- claim / complete / fail / requeue / retry / cursor / query / stats functions and their
 -- comments. Nothing existing changes.
 \echo Use "ALTER EXTENSION opsmeter UPDATE TO '0.5.0'" to load this file. \quit
@@ -54,6 +55,49 @@ CREATE TABLE opsmeter.cursors (
 COMMENT ON TABLE opsmeter.cursors IS 'opsmeter key/value cursors (the seed''s trustlog_cursor), e.g. the timestamp a scanning worker has reached; ops_cursor_get/set/init';
 SELECT pg_catalog.pg_extension_config_dump('opsmeter.cursors', '');
 
+CREATE TABLE opsmeter.queue_bound (
+    claim_from timestamptz NOT NULL,
+    generation bigint NOT NULL
+);
+INSERT INTO opsmeter.queue_bound VALUES ('-infinity', 0);
+COMMENT ON TABLE opsmeter.queue_bound IS 'opsmeter queue (internal, one row): claims start their walk over fresh operations at least(claim_from, min(opsmeter.queue_lowmarks.ts)); moved up by claims';
+CREATE TABLE opsmeter.queue_lowmarks (ts timestamptz NOT NULL);
+CREATE INDEX queue_lowmarks_ts ON opsmeter.queue_lowmarks (ts);
+COMMENT ON TABLE opsmeter.queue_lowmarks IS 'opsmeter queue (internal): the oldest timestamp each statement made claimable (saves, requeues, any INSERT or COPY into opsmeter.operations), until a claim has seen it';
+
+CREATE FUNCTION opsmeter.queue_lowmark_inserted() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO opsmeter.queue_lowmarks (ts)
+    SELECT pg_catalog.min(n."timestamp") FROM new_rows n
+     WHERE n.trustlog_status = 'NOT_TRUSTLOGGED' AND n.available_at = '-infinity'
+    HAVING pg_catalog.count(*) > 0;
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION opsmeter.queue_lowmark_inserted() IS 'opsmeter queue (internal trigger): records the oldest timestamp an INSERT into opsmeter.operations made claimable';
+CREATE TRIGGER queue_lowmark_insert AFTER INSERT ON opsmeter.operations
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION opsmeter.queue_lowmark_inserted();
+
+CREATE FUNCTION opsmeter.queue_lowmark_refreshed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO opsmeter.queue_lowmarks (ts) VALUES (NEW."timestamp");
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION opsmeter.queue_lowmark_refreshed() IS 'opsmeter queue (internal trigger): records the timestamp of an operation an UPDATE made claimable again';
+CREATE TRIGGER queue_lowmark_update AFTER UPDATE ON opsmeter.operations
+    FOR EACH ROW
+    WHEN (NEW.trustlog_status = 'NOT_TRUSTLOGGED' AND NEW.available_at = '-infinity'
+          AND (OLD.available_at IS DISTINCT FROM NEW.available_at OR OLD.trustlog_status <> NEW.trustlog_status))
+    EXECUTE FUNCTION opsmeter.queue_lowmark_refreshed();
+
 CREATE FUNCTION ops_op_claim(batch integer DEFAULT 100, lease interval DEFAULT '5 minutes')
 RETURNS TABLE (
     op_id text, op_actor text, doid text, producer_id text, request_body_hash text,
@@ -68,6 +112,7 @@ AS $fn$
 DECLARE
     t     timestamptz := pg_catalog.clock_timestamp();
     token uuid := pg_catalog.gen_random_uuid();
+    since timestamptz;
 BEGIN
     IF batch < 1 OR batch > 10000 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -82,11 +127,15 @@ BEGIN
     -- them (SKIP LOCKED); a row another claimer leased and committed after this statement's
     -- snapshot is re-checked on its new version (available_at is then in the future) and
     -- skipped. The oldest `batch` of both are leased.
+    SELECT LEAST(b.claim_from, (SELECT pg_catalog.min(l.ts) FROM opsmeter.queue_lowmarks l))
+      INTO since FROM opsmeter.queue_bound b;
+    since := coalesce(since, '-infinity');
     RETURN QUERY
     WITH fresh AS (
         SELECT o.ctid AS tid, o."timestamp" AS ts
           FROM opsmeter.operations o
          WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.available_at = '-infinity'
+           AND o."timestamp" >= since
          ORDER BY o.available_at, o."timestamp"
          LIMIT batch
            FOR UPDATE SKIP LOCKED),
@@ -112,6 +161,36 @@ BEGIN
            l.trustlog_status, l."timestamp", l.created_at, l.lease_token, l.lease_expires_at
       FROM leased l
      ORDER BY l."timestamp", l.op_id;
+    -- Move the start of the walk up to the oldest fresh operation this snapshot sees (an
+    -- operation under another claim that may still roll back is seen as fresh, so it stays
+    -- covered) and clear the lowmarks it has accounted for. Skipped when another claim's
+    -- transaction holds the row, or when the row changed after this snapshot (generation).
+    -- Under REPEATABLE READ the row lock would raise a serialization failure: skipped there.
+    IF pg_catalog.current_setting('transaction_isolation') = 'read committed' THEN
+        WITH cur AS (
+            SELECT b.generation,
+                   coalesce(LEAST(b.claim_from,
+                                             (SELECT pg_catalog.min(l.ts) FROM opsmeter.queue_lowmarks l)),
+                            '-infinity') AS since
+              FROM opsmeter.queue_bound b),
+        oldest AS (
+            SELECT cur.generation,
+                   (SELECT o."timestamp" FROM opsmeter.operations o
+                     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.available_at = '-infinity'
+                       AND o."timestamp" >= cur.since
+                     ORDER BY o.available_at, o."timestamp"
+                     LIMIT 1) AS ts
+              FROM cur),
+        locked AS (
+            SELECT b.ctid AS tid FROM opsmeter.queue_bound b FOR UPDATE SKIP LOCKED),
+        moved AS (
+            UPDATE opsmeter.queue_bound b
+               SET claim_from = coalesce(oldest.ts, 'infinity'), generation = b.generation + 1
+              FROM locked, oldest
+             WHERE b.ctid = locked.tid AND b.generation = oldest.generation
+            RETURNING 1)
+        DELETE FROM opsmeter.queue_lowmarks l WHERE EXISTS (SELECT 1 FROM moved);
+    END IF;
 END
 $fn$;
 

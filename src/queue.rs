@@ -94,6 +94,61 @@ CREATE TABLE opsmeter.cursors (
 COMMENT ON TABLE opsmeter.cursors IS 'opsmeter key/value cursors (the seed''s trustlog_cursor), e.g. the timestamp a scanning worker has reached; ops_cursor_get/set/init';
 SELECT pg_catalog.pg_extension_config_dump('opsmeter.cursors', '');
 
+-- Where the claim's walk over fresh operations starts. Completed and leased operations leave
+-- dead entries at the head of the claim index until VACUUM removes them, and a walk from its
+-- very start would pass all of them on every claim (slower and slower between vacuums). So a
+-- claim starts at least(claim_from, min(queue_lowmarks.ts)): claim_from is the oldest fresh
+-- operation's timestamp as the last claim saw it, and every statement that makes operations
+-- claimable writes the oldest timestamp it made claimable into queue_lowmarks, in its own
+-- transaction (triggers below), so an operation saved with an old timestamp is never skipped.
+-- A claim moves claim_from up and clears the lowmarks it has seen, both in one statement (one
+-- snapshot).
+CREATE TABLE opsmeter.queue_bound (
+    claim_from timestamptz NOT NULL,
+    generation bigint NOT NULL
+);
+INSERT INTO opsmeter.queue_bound VALUES ('-infinity', 0);
+COMMENT ON TABLE opsmeter.queue_bound IS 'opsmeter queue (internal, one row): claims start their walk over fresh operations at least(claim_from, min(opsmeter.queue_lowmarks.ts)); moved up by claims';
+CREATE TABLE opsmeter.queue_lowmarks (ts timestamptz NOT NULL);
+CREATE INDEX queue_lowmarks_ts ON opsmeter.queue_lowmarks (ts);
+COMMENT ON TABLE opsmeter.queue_lowmarks IS 'opsmeter queue (internal): the oldest timestamp each statement made claimable (saves, requeues, any INSERT or COPY into opsmeter.operations), until a claim has seen it';
+
+-- Every way an operation becomes claimable leaves a lowmark: any INSERT or COPY (one row per
+-- statement, from its transition table), and any UPDATE that makes a row fresh again (requeue,
+-- ops_retry_done, a hand-made reset). Claims, completions and failures never fire it.
+CREATE FUNCTION opsmeter.queue_lowmark_inserted() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO opsmeter.queue_lowmarks (ts)
+    SELECT pg_catalog.min(n."timestamp") FROM new_rows n
+     WHERE n.trustlog_status = 'NOT_TRUSTLOGGED' AND n.available_at = '-infinity'
+    HAVING pg_catalog.count(*) > 0;
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION opsmeter.queue_lowmark_inserted() IS 'opsmeter queue (internal trigger): records the oldest timestamp an INSERT into opsmeter.operations made claimable';
+CREATE TRIGGER queue_lowmark_insert AFTER INSERT ON opsmeter.operations
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION opsmeter.queue_lowmark_inserted();
+
+CREATE FUNCTION opsmeter.queue_lowmark_refreshed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO opsmeter.queue_lowmarks (ts) VALUES (NEW."timestamp");
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION opsmeter.queue_lowmark_refreshed() IS 'opsmeter queue (internal trigger): records the timestamp of an operation an UPDATE made claimable again';
+CREATE TRIGGER queue_lowmark_update AFTER UPDATE ON opsmeter.operations
+    FOR EACH ROW
+    WHEN (NEW.trustlog_status = 'NOT_TRUSTLOGGED' AND NEW.available_at = '-infinity'
+          AND (OLD.available_at IS DISTINCT FROM NEW.available_at OR OLD.trustlog_status <> NEW.trustlog_status))
+    EXECUTE FUNCTION opsmeter.queue_lowmark_refreshed();
+
 CREATE FUNCTION ops_op_claim(batch integer DEFAULT 100, lease interval DEFAULT '5 minutes')
 RETURNS TABLE (
     op_id text, op_actor text, doid text, producer_id text, request_body_hash text,
@@ -108,6 +163,7 @@ AS $fn$
 DECLARE
     t     timestamptz := pg_catalog.clock_timestamp();
     token uuid := pg_catalog.gen_random_uuid();
+    since timestamptz;
 BEGIN
     IF batch < 1 OR batch > 10000 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -122,11 +178,15 @@ BEGIN
     -- them (SKIP LOCKED); a row another claimer leased and committed after this statement's
     -- snapshot is re-checked on its new version (available_at is then in the future) and
     -- skipped. The oldest `batch` of both are leased.
+    SELECT LEAST(b.claim_from, (SELECT pg_catalog.min(l.ts) FROM opsmeter.queue_lowmarks l))
+      INTO since FROM opsmeter.queue_bound b;
+    since := coalesce(since, '-infinity');
     RETURN QUERY
     WITH fresh AS (
         SELECT o.ctid AS tid, o."timestamp" AS ts
           FROM opsmeter.operations o
          WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.available_at = '-infinity'
+           AND o."timestamp" >= since
          ORDER BY o.available_at, o."timestamp"
          LIMIT batch
            FOR UPDATE SKIP LOCKED),
@@ -152,6 +212,36 @@ BEGIN
            l.trustlog_status, l."timestamp", l.created_at, l.lease_token, l.lease_expires_at
       FROM leased l
      ORDER BY l."timestamp", l.op_id;
+    -- Move the start of the walk up to the oldest fresh operation this snapshot sees (an
+    -- operation under another claim that may still roll back is seen as fresh, so it stays
+    -- covered) and clear the lowmarks it has accounted for. Skipped when another claim's
+    -- transaction holds the row, or when the row changed after this snapshot (generation).
+    -- Under REPEATABLE READ the row lock would raise a serialization failure: skipped there.
+    IF pg_catalog.current_setting('transaction_isolation') = 'read committed' THEN
+        WITH cur AS (
+            SELECT b.generation,
+                   coalesce(LEAST(b.claim_from,
+                                             (SELECT pg_catalog.min(l.ts) FROM opsmeter.queue_lowmarks l)),
+                            '-infinity') AS since
+              FROM opsmeter.queue_bound b),
+        oldest AS (
+            SELECT cur.generation,
+                   (SELECT o."timestamp" FROM opsmeter.operations o
+                     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.available_at = '-infinity'
+                       AND o."timestamp" >= cur.since
+                     ORDER BY o.available_at, o."timestamp"
+                     LIMIT 1) AS ts
+              FROM cur),
+        locked AS (
+            SELECT b.ctid AS tid FROM opsmeter.queue_bound b FOR UPDATE SKIP LOCKED),
+        moved AS (
+            UPDATE opsmeter.queue_bound b
+               SET claim_from = coalesce(oldest.ts, 'infinity'), generation = b.generation + 1
+              FROM locked, oldest
+             WHERE b.ctid = locked.tid AND b.generation = oldest.generation
+            RETURNING 1)
+        DELETE FROM opsmeter.queue_lowmarks l WHERE EXISTS (SELECT 1 FROM moved);
+    END IF;
 END
 $fn$;
 
@@ -836,6 +926,54 @@ mod tests {
         assert_eq!(count("SELECT ops_op_requeue('{q-1, q-404}')::int8"), 1);
         assert_eq!(count("SELECT count(*) FROM opsmeter.retries"), 0);
         assert_eq!(claimed(1, "5 minutes"), vec!["q-1"]);
+    }
+
+    /// The claim's walk starts at the oldest fresh operation it last saw; an operation saved
+    /// later with an older timestamp, or one whose claim rolled back, is still claimed.
+    #[pg_test]
+    fn the_walk_start_never_skips_an_operation() {
+        save_ops(10);
+        assert_eq!(
+            claimed(5, "5 minutes"),
+            vec!["q-1", "q-2", "q-3", "q-4", "q-5"]
+        );
+        assert_eq!(
+            one::<String>("SELECT to_char(claim_from AT TIME ZONE 'UTC', 'HH24:MI:SS') FROM opsmeter.queue_bound").as_deref(),
+            Some("00:00:06"),
+            "the walk now starts at q-6"
+        );
+        assert_eq!(count("SELECT count(*) FROM opsmeter.queue_lowmarks"), 0);
+        assert_eq!(claimed(100, "5 minutes").len(), 5);
+        assert_eq!(
+            one::<String>("SELECT claim_from::text FROM opsmeter.queue_bound").as_deref(),
+            Some("infinity")
+        );
+        // saved later, timestamped earlier than anything claimed
+        Spi::run(r#"SELECT ops_op_save('{"op_id": "late", "timestamp": "2025-06-01T00:00:00Z"}')"#)
+            .unwrap();
+        assert_eq!(claimed(100, "5 minutes"), vec!["late"]);
+        // a claim that rolls back (with the bound it moved) leaves its operations claimable
+        Spi::run(r#"SELECT ops_op_save_batch('[{"op_id": "r-1", "timestamp": "2024-01-01T00:00:00Z"},
+                                               {"op_id": "r-2", "timestamp": "2024-01-01T00:00:01Z"}]')"#)
+            .unwrap();
+        Spi::run(
+            "DO $$ BEGIN
+                 PERFORM * FROM ops_op_claim(10);
+                 RAISE EXCEPTION 'worker died';
+             EXCEPTION WHEN OTHERS THEN NULL;
+             END $$",
+        )
+        .unwrap();
+        assert_eq!(claimed(100, "5 minutes"), vec!["r-1", "r-2"]);
+        // rows written by hand: an INSERT (as COPY or a bulk load would), and a completed
+        // operation reset to claimable by UPDATE
+        Spi::run(
+            "INSERT INTO opsmeter.operations (op_id, \"timestamp\") VALUES ('bulk-1', '2023-01-01 00:00+00');
+             UPDATE opsmeter.operations SET trustlog_status = 'TRUSTLOGGED', available_at = NULL WHERE op_id = 'q-1';
+             UPDATE opsmeter.operations SET trustlog_status = 'NOT_TRUSTLOGGED', available_at = '-infinity' WHERE op_id = 'q-1'",
+        )
+        .unwrap();
+        assert_eq!(claimed(100, "5 minutes"), vec!["bulk-1", "q-1"]);
     }
 
     /// A due retry is claimed again, and completing it removes its retry row.

@@ -144,4 +144,52 @@ SELECT ops_op_complete(ARRAY(SELECT op_id FROM w), (SELECT min(lease_token::text
 COMMIT;
 SELECT count(*) AS handled FROM regress.handled;
 SELECT not_trustlogged, pending, leased, retrying, dead_letters FROM ops_queue_stats();
+
+-- 9. The plain-SQL worker loop of docs/queue.md, as written there, run until a statement timeout
+-- stops it: every batch it committed stays done, failures are scheduled, nothing is lost.
+CREATE FUNCTION my_process(op_id text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF op_id LIKE 'w-%7' THEN RAISE EXCEPTION 'cannot process %', op_id; END IF;
+    INSERT INTO regress.handled VALUES (op_id);
+END $$;
+CREATE PROCEDURE my_worker(batch integer DEFAULT 100)
+LANGUAGE plpgsql AS $$
+DECLARE
+    op    record;
+    token uuid;
+    done  text[];
+BEGIN
+    LOOP
+        token := NULL; done := '{}';
+        FOR op IN SELECT * FROM ops_op_claim(batch, '5 minutes') LOOP
+            token := op.lease_token;
+            BEGIN
+                PERFORM my_process(op.op_id);   -- your work; raise to fail the operation
+                done := done || op.op_id;
+            EXCEPTION WHEN OTHERS THEN          -- my_process's changes are rolled back
+                PERFORM ops_op_fail(op.op_id, SQLERRM, op.lease_token);
+            END;
+        END LOOP;
+        PERFORM ops_op_complete(done, token);   -- nothing to do when nothing was claimed
+        COMMIT;
+        IF token IS NULL THEN
+            PERFORM pg_sleep(5);                -- nothing claimed
+        END IF;
+    END LOOP;
+END
+$$;
+SELECT ops_op_save_batch((SELECT jsonb_agg(jsonb_build_object('op_id', 'w-' || i,
+           'timestamp', to_char((TIMESTAMPTZ '2026-11-03 00:00+00' + i * interval '1 second') AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS"Z"')))
+         FROM generate_series(1, 250) i));
+SET statement_timeout = '2s';
+CALL my_worker(40);
+RESET statement_timeout;
+SELECT count(*) FILTER (WHERE o.trustlog_status = 'TRUSTLOGGED') AS done,
+       count(*) FILTER (WHERE r.retry_status = 'PENDING' AND r.error_message = 'cannot process ' || o.op_id) AS failed_once,
+       count(*) FILTER (WHERE h.op_id IS NOT NULL) AS handled
+  FROM opsmeter.operations o
+  LEFT JOIN opsmeter.retries r ON r.op_id = o.op_id
+  LEFT JOIN regress.handled h ON h.op_id = o.op_id
+ WHERE o.op_id LIKE 'w-%';
 RESET client_min_messages;

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Operations-queue throughput, claim latency as history grows, and bloat (issue: operations
+# queue; SPEC §8). One run, one server:
+#   bash bench/queue.sh      (BENCH_OPS=1000000 operations, BENCH_SEED_OPS=200000, BENCH_HISTORY=5000000)
+# 1. Throughput: 4 pgbench clients (real connections over the socket, prepared statements) each
+#    loop "claim 100, then complete those 100 by array in a second transaction" (opsmeter) against
+#    the seed's pattern in our own words on a seed-shaped table (BEGIN; SELECT ... ORDER BY
+#    timestamp LIMIT 100 FOR UPDATE SKIP LOCKED; one compare-and-set UPDATE per operation;
+#    COMMIT). Each client runs a fixed number of batches, so afterwards exactly
+#    clients x batches x 100 operations must be TRUSTLOGGED, none leased, none twice: checked.
+# 2. Claim latency with 0 and with BENCH_HISTORY completed operations in the table (one client,
+#    claim 100 + complete, 100 000 pending operations each time).
+# 3. Table and index sizes after BENCH_OPS operations were processed with autovacuum on, next to
+#    the freshly loaded size, and again once autovacuum has run.
+# Writes bench/results/queue.md.
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+BENCH_OPS="${BENCH_OPS:-1000000}"
+BENCH_SEED_OPS="${BENCH_SEED_OPS:-200000}"
+BENCH_HISTORY="${BENCH_HISTORY:-5000000}"
+CLIENTS=4
+started=$(date +%s)
+bench_setup
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+DB=opsmeter_bench
+q() { "${PSQL[@]}" -d "$DB" -At -c "$1"; }
+# workers connect over the Unix socket and, as external workers on other hosts would, over TCP
+# (loopback: the bench cluster also listens on 127.0.0.1)
+PGBENCH_SOCK=("$PG_BIN/pgbench" -n -M prepared -h "$SOCK" -p "$BENCH_PORT" -U postgres)
+PGBENCH_TCP=("$PG_BIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$BENCH_PORT" -U postgres)
+WORK="$(pg_dir .bench)/queue"
+mkdir -p "$WORK"
+
+# load N operations into TABLE (opsmeter.operations or bench.seed_ops), 1 ms apart
+load_ops() {
+    local table=$1 n=$2 from=${3:-1}
+    q "INSERT INTO $table (op_id, op_actor, doid, producer_id, request_body_hash, op_source, op_code,
+                           do_prefix, do_repository, client_ip, \"timestamp\")
+       SELECT 'op-' || i, 'actor-' || i % 50, '10.100/obj-' || i, 'producer-' || i % 7, md5(i::text), 'IRP', i % 9,
+              '10.100', 'repo-' || i % 3, '192.0.2.' || i % 250,
+              TIMESTAMPTZ '2026-11-01 00:00+00' + i * interval '1 ms'
+         FROM generate_series($from, $from + $n - 1) i" >/dev/null
+}
+
+# the seed's table in our own words: its columns, a primary key, an index for its claim query
+q "CREATE SCHEMA IF NOT EXISTS bench;
+   DROP TABLE IF EXISTS bench.seed_ops;
+   CREATE TABLE bench.seed_ops (LIKE opsmeter.operations INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+   ALTER TABLE bench.seed_ops ADD PRIMARY KEY (op_id);
+   CREATE INDEX ON bench.seed_ops (trustlog_status, \"timestamp\");" >/dev/null
+
+cat >"$WORK/opsmeter.pgb" <<'EOF'
+SELECT coalesce(array_agg(op_id)::text, '{}') AS ids, coalesce(min(lease_token::text), '00000000-0000-0000-0000-000000000000') AS tok FROM ops_op_claim(100, '5 minutes') \gset
+SELECT ops_op_complete(:ids::text[], :tok::uuid);
+EOF
+{
+    echo 'BEGIN;'
+    echo "SELECT string_agg(op_id, ',') AS ids FROM (SELECT op_id FROM bench.seed_ops WHERE trustlog_status = 'NOT_TRUSTLOGGED' ORDER BY \"timestamp\" LIMIT 100 FOR UPDATE SKIP LOCKED) c \\gset"
+    for k in $(seq 100); do
+        echo "UPDATE bench.seed_ops SET trustlog_status = 'TRUSTLOGGED' WHERE op_id = split_part(:ids, ',', $k) AND trustlog_status = 'NOT_TRUSTLOGGED';"
+    done
+    echo 'COMMIT;'
+} >"$WORK/seed.pgb"
+
+# run_pgbench sock|tcp SCRIPT OPS: CLIENTS clients, OPS / 100 / CLIENTS batches each; prints "OPS_PER_S"
+run_pgbench() {
+    local via=$1 script=$2 ops=$3 out="$WORK/$(basename "$2" .pgb)-$1.out" cmd
+    if [ "$via" = tcp ]; then cmd=("${PGBENCH_TCP[@]}"); else cmd=("${PGBENCH_SOCK[@]}"); fi
+    "${cmd[@]}" -c "$CLIENTS" -j 2 -t $((ops / 100 / CLIENTS)) -f "$script" "$DB" >"$out" 2>&1 \
+        || { tail -5 "$out"; die "pgbench $script failed"; }
+    grep -q 'number of failed transactions: 0 ' "$out" || { tail -5 "$out"; die "pgbench $script had failed transactions"; }
+    awk '/^tps = / {printf "%.0f", $3 * 100}' "$out"
+}
+
+say "throughput: $CLIENTS clients, opsmeter over $BENCH_OPS operations"
+q "TRUNCATE opsmeter.operations, opsmeter.retries" >/dev/null
+load_ops opsmeter.operations "$BENCH_OPS"
+q "VACUUM ANALYZE opsmeter.operations" >/dev/null
+fresh_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
+                      || pg_size_pretty(pg_relation_size('opsmeter.operations_pkey')) || ' primary key, '
+                      || pg_size_pretty(pg_relation_size('opsmeter.operations_claim')) || ' claim index'")
+q "CHECKPOINT" >/dev/null
+t0=$(date +%s.%N)
+ops_rate=$(run_pgbench sock "$WORK/opsmeter.pgb" "$BENCH_OPS")
+t1=$(date +%s.%N)
+done_ops=$(q "SELECT count(*) FROM opsmeter.operations WHERE trustlog_status = 'TRUSTLOGGED'")
+leased=$(q "SELECT count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL")
+[ "$done_ops" = "$BENCH_OPS" ] && [ "$leased" = 0 ] \
+    || die "exactly-once check failed: $done_ops of $BENCH_OPS TRUSTLOGGED, $leased still leased"
+ops_check="$done_ops of $BENCH_OPS TRUSTLOGGED after $((BENCH_OPS / 100)) batches of 100, 0 leased"
+after_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
+                      || pg_size_pretty(pg_relation_size('opsmeter.operations_pkey')) || ' primary key, '
+                      || pg_size_pretty(pg_relation_size('opsmeter.operations_claim')) || ' claim index; '
+                      || n_dead_tup || ' dead tuples, ' || autovacuum_count || ' autovacuum runs during the run'
+                   FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")
+say "waiting for autovacuum to visit opsmeter.operations (autovacuum_naptime $(q "SHOW autovacuum_naptime"))"
+av0=$(q "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")
+for i in $(seq 180); do
+    [ "$(q "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")" -gt "$av0" ] && break
+    sleep 1
+done
+vacuumed_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
+                         || pg_size_pretty(pg_relation_size('opsmeter.operations_pkey')) || ' primary key, '
+                         || pg_size_pretty(pg_relation_size('opsmeter.operations_claim')) || ' claim index; '
+                         || n_dead_tup || ' dead tuples (' || coalesce(to_char(last_autovacuum, 'HH24:MI:SS'), 'no autovacuum yet') || ')'
+                      FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")
+
+say "the next $BENCH_OPS operations over TCP, into the vacuumed table"
+load_ops opsmeter.operations "$BENCH_OPS" $((BENCH_OPS + 1))
+q "ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
+ops_rate_tcp=$(run_pgbench tcp "$WORK/opsmeter.pgb" "$BENCH_OPS")
+done_ops=$(q "SELECT count(*) FROM opsmeter.operations WHERE trustlog_status = 'TRUSTLOGGED'")
+leased=$(q "SELECT count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL")
+[ "$done_ops" = $((2 * BENCH_OPS)) ] && [ "$leased" = 0 ] \
+    || die "exactly-once check failed (second run): $done_ops of $((2 * BENCH_OPS)) TRUSTLOGGED, $leased still leased"
+second_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
+                       || pg_size_pretty(pg_relation_size('opsmeter.operations_pkey')) || ' primary key, '
+                       || pg_size_pretty(pg_relation_size('opsmeter.operations_claim')) || ' claim index; '
+                       || n_dead_tup || ' dead tuples'
+                    FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")
+
+say "throughput: $CLIENTS clients, the seed's pattern over $BENCH_SEED_OPS operations (socket, then TCP)"
+load_ops bench.seed_ops "$BENCH_SEED_OPS"
+q "VACUUM ANALYZE bench.seed_ops" >/dev/null; q "CHECKPOINT" >/dev/null
+seed_rate=$(run_pgbench sock "$WORK/seed.pgb" "$BENCH_SEED_OPS")
+seed_done=$(q "SELECT count(*) FROM bench.seed_ops WHERE trustlog_status = 'TRUSTLOGGED'")
+[ "$seed_done" = "$BENCH_SEED_OPS" ] || die "seed pattern: $seed_done of $BENCH_SEED_OPS TRUSTLOGGED"
+q "TRUNCATE bench.seed_ops" >/dev/null
+load_ops bench.seed_ops "$BENCH_SEED_OPS"
+q "VACUUM ANALYZE bench.seed_ops" >/dev/null; q "CHECKPOINT" >/dev/null
+seed_rate_tcp=$(run_pgbench tcp "$WORK/seed.pgb" "$BENCH_SEED_OPS")
+seed_done_tcp=$(q "SELECT count(*) FROM bench.seed_ops WHERE trustlog_status = 'TRUSTLOGGED'")
+[ "$seed_done_tcp" = "$BENCH_SEED_OPS" ] || die "seed pattern over TCP: $seed_done_tcp of $BENCH_SEED_OPS TRUSTLOGGED"
+
+# claim latency: one client, 100 000 pending operations, with HISTORY completed ones beside them
+latency() {
+    local history=$1 out="$WORK/latency-$1.out"
+    q "TRUNCATE opsmeter.operations, opsmeter.retries" >/dev/null
+    if [ "$history" -gt 0 ]; then
+        load_ops opsmeter.operations "$history" 1
+        q "UPDATE opsmeter.operations SET trustlog_status = 'TRUSTLOGGED', available_at = NULL" >/dev/null
+    fi
+    load_ops opsmeter.operations 100000 $((history + 1))
+    q "VACUUM ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
+    "${PGBENCH_SOCK[@]}" -c 1 -t 500 -r -f "$WORK/opsmeter.pgb" "$DB" >"$out" 2>&1 || { tail -5 "$out"; die "latency run failed"; }
+    # per-statement average latencies (ms), in script order: claim, complete
+    awk '/^statement latencies/ {on = 1; next} on && NF > 2 {v[++n] = $1} END {print v[1], v[2]}' "$out"
+}
+say "claim latency with 0 completed operations in the table"
+read -r lat0_claim lat0_complete < <(latency 0)
+say "claim latency with $BENCH_HISTORY completed operations in the table"
+read -r latN_claim latN_complete < <(latency "$BENCH_HISTORY")
+hist_size=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
+                    || pg_size_pretty(pg_relation_size('opsmeter.operations_claim')) || ' claim index'")
+elapsed=$(( $(date +%s) - started ))
+
+ratio_seed=$(ratio "$ops_rate" "$seed_rate")
+ratio_seed_tcp=$(ratio "$ops_rate_tcp" "$seed_rate_tcp")
+mkdir -p bench/results
+cat >bench/results/queue.md <<EOF
+# operations-queue benchmark
+
+\`bash bench/queue.sh\` — $(date -u +%F), $(nproc) cores (shared with other work; load average $load at the start), PostgreSQL $(q "SHOW server_version" | cut -d' ' -f1), the release build, preloaded, shared_buffers 2GB, synchronous_commit off, fsync off, autovacuum on (defaults, plus opsmeter's table settings). The whole run took ${elapsed} s.
+
+## Throughput: $CLIENTS concurrent workers (pgbench, prepared statements, one connection each)
+
+| pattern | operations | ops/s, Unix socket | ops/s, TCP (loopback) |
+|---|---:|---:|---:|
+| **opsmeter**: \`ops_op_claim(100)\`, then \`ops_op_complete(ids, token)\` in a second transaction | $BENCH_OPS each | **$ops_rate** | **$ops_rate_tcp** |
+| seed's pattern: one transaction of \`SELECT … FOR UPDATE SKIP LOCKED LIMIT 100\` + 100 compare-and-set \`UPDATE\`s, on a seed-shaped table | $BENCH_SEED_OPS each | $seed_rate | $seed_rate_tcp |
+| opsmeter ÷ seed | | **${ratio_seed}×** | **${ratio_seed_tcp}×** |
+
+The opsmeter TCP run processes the second million in the same table, after autovacuum has run
+(so it also shows the dead space being reused). Exactly once, checked after the runs: opsmeter
+$ops_check, and after the second run $done_ops TRUSTLOGGED, 0 leased; seed pattern
+$seed_done and $seed_done_tcp of $BENCH_SEED_OPS TRUSTLOGGED.
+
+## Claim latency as history grows (one client, 100 000 pending operations, 500 batches)
+
+| completed operations in the table | claim 100 (ms) | complete 100 (ms) |
+|---:|---:|---:|
+| 0 | $lat0_claim | $lat0_complete |
+| $BENCH_HISTORY | $latN_claim | $latN_complete |
+
+With the history: $hist_size.
+
+## Size of opsmeter.operations, $BENCH_OPS operations
+
+| when | size |
+|---|---|
+| freshly loaded, vacuumed | $fresh_sizes |
+| right after all were claimed and completed | $after_sizes |
+| after the next autovacuum | $vacuumed_sizes |
+| after a second $BENCH_OPS were saved, claimed and completed | $second_sizes |
+EOF
+cat bench/results/queue.md
