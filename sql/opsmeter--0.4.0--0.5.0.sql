@@ -65,38 +65,31 @@ CREATE TABLE opsmeter.queue_lowmarks (ts timestamptz NOT NULL);
 CREATE INDEX queue_lowmarks_ts ON opsmeter.queue_lowmarks (ts);
 COMMENT ON TABLE opsmeter.queue_lowmarks IS 'opsmeter queue (internal): the oldest timestamp each statement made claimable (saves, requeues, any INSERT or COPY into opsmeter.operations), until a claim has seen it';
 
-CREATE FUNCTION opsmeter.queue_lowmark_inserted() RETURNS trigger
+CREATE FUNCTION opsmeter.queue_lowmark() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    written text := pg_catalog.current_setting('opsmeter.queue_lowmark_written', true);
+    epoch   numeric := EXTRACT(EPOCH FROM NEW."timestamp");
 BEGIN
-    INSERT INTO opsmeter.queue_lowmarks (ts)
-    SELECT pg_catalog.min(n."timestamp") FROM new_rows n
-     WHERE n.trustlog_status = 'NOT_TRUSTLOGGED' AND n.available_at = '-infinity'
-    HAVING pg_catalog.count(*) > 0;
+    IF written IS NULL OR written = '' OR epoch < written::numeric THEN
+        INSERT INTO opsmeter.queue_lowmarks (ts) VALUES (NEW."timestamp");
+        PERFORM pg_catalog.set_config('opsmeter.queue_lowmark_written', epoch::text, true);
+    END IF;
     RETURN NULL;
 END
 $fn$;
-COMMENT ON FUNCTION opsmeter.queue_lowmark_inserted() IS 'opsmeter queue (internal trigger): records the oldest timestamp an INSERT into opsmeter.operations made claimable';
+COMMENT ON FUNCTION opsmeter.queue_lowmark() IS 'opsmeter queue (internal trigger): records in opsmeter.queue_lowmarks the timestamp of an operation an INSERT or UPDATE made claimable, unless this transaction recorded an older one';
 CREATE TRIGGER queue_lowmark_insert AFTER INSERT ON opsmeter.operations
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
-    EXECUTE FUNCTION opsmeter.queue_lowmark_inserted();
-
-CREATE FUNCTION opsmeter.queue_lowmark_refreshed() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    INSERT INTO opsmeter.queue_lowmarks (ts) VALUES (NEW."timestamp");
-    RETURN NULL;
-END
-$fn$;
-COMMENT ON FUNCTION opsmeter.queue_lowmark_refreshed() IS 'opsmeter queue (internal trigger): records the timestamp of an operation an UPDATE made claimable again';
+    FOR EACH ROW
+    WHEN (NEW.trustlog_status = 'NOT_TRUSTLOGGED' AND NEW.available_at = '-infinity')
+    EXECUTE FUNCTION opsmeter.queue_lowmark();
 CREATE TRIGGER queue_lowmark_update AFTER UPDATE ON opsmeter.operations
     FOR EACH ROW
     WHEN (NEW.trustlog_status = 'NOT_TRUSTLOGGED' AND NEW.available_at = '-infinity'
           AND (OLD.available_at IS DISTINCT FROM NEW.available_at OR OLD.trustlog_status <> NEW.trustlog_status))
-    EXECUTE FUNCTION opsmeter.queue_lowmark_refreshed();
+    EXECUTE FUNCTION opsmeter.queue_lowmark();
 
 CREATE FUNCTION ops_op_claim(batch integer DEFAULT 100, lease interval DEFAULT '5 minutes')
 RETURNS TABLE (
@@ -190,6 +183,8 @@ BEGIN
              WHERE b.ctid = locked.tid AND b.generation = oldest.generation
             RETURNING 1)
         DELETE FROM opsmeter.queue_lowmarks l WHERE EXISTS (SELECT 1 FROM moved);
+        -- the lowmarks this transaction wrote may be gone now: its next fresh row writes one
+        PERFORM pg_catalog.set_config('opsmeter.queue_lowmark_written', '', true);
     END IF;
 END
 $fn$;

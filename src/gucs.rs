@@ -29,6 +29,11 @@ static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// of itself (0: exact schedule), so many operations failed at once do not retry at once.
 static RETRY_JITTER: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 
+/// `opsmeter.queue_lowmark_written` (internal, transaction-local): the oldest timestamp, as
+/// epoch seconds, this transaction has written to `opsmeter.queue_lowmarks`.
+static QUEUE_LOWMARK_WRITTEN: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
 /// Rejects an `opsmeter.retry_base` that is not a positive fixed-length interval, at `SET` or
 /// config reload time, with PostgreSQL's usual "invalid value for parameter" error.
 #[pgrx::pg_guard]
@@ -76,6 +81,14 @@ pub fn init() {
             None,
         );
     }
+    GucRegistry::define_string_guc(
+        c"opsmeter.queue_lowmark_written",
+        c"Internal: the oldest operation timestamp this transaction recorded for queue claims.",
+        c"Set transaction-locally by opsmeter's queue triggers; not meant to be set by hand.",
+        &QUEUE_LOWMARK_WRITTEN,
+        GucContext::Userset,
+        GucFlags::NO_SHOW_ALL,
+    );
     GucRegistry::define_int_guc(
         c"opsmeter.max_retries",
         c"Retries of a failed queue operation before it becomes a dead letter.",

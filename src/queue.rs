@@ -113,41 +113,38 @@ CREATE TABLE opsmeter.queue_lowmarks (ts timestamptz NOT NULL);
 CREATE INDEX queue_lowmarks_ts ON opsmeter.queue_lowmarks (ts);
 COMMENT ON TABLE opsmeter.queue_lowmarks IS 'opsmeter queue (internal): the oldest timestamp each statement made claimable (saves, requeues, any INSERT or COPY into opsmeter.operations), until a claim has seen it';
 
--- Every way an operation becomes claimable leaves a lowmark: any INSERT or COPY (one row per
--- statement, from its transition table), and any UPDATE that makes a row fresh again (requeue,
--- ops_retry_done, a hand-made reset). Claims, completions and failures never fire it.
-CREATE FUNCTION opsmeter.queue_lowmark_inserted() RETURNS trigger
+-- Every way an operation becomes claimable leaves a lowmark: any INSERT or COPY, and any UPDATE
+-- that makes a row fresh again (requeue, ops_retry_done, a hand-made reset). Row triggers with a
+-- WHEN clause, so claims, completions and failures never call them (a statement trigger with a
+-- transition table would make every UPDATE of the table capture its rows). A transaction writes
+-- a lowmark only for a timestamp older than any it wrote before (tracked in the
+-- transaction-local setting opsmeter.queue_lowmark_written), so a batch saved in timestamp
+-- order writes one, rows in random order about ln(n).
+CREATE FUNCTION opsmeter.queue_lowmark() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    written text := pg_catalog.current_setting('opsmeter.queue_lowmark_written', true);
+    epoch   numeric := EXTRACT(EPOCH FROM NEW."timestamp");
 BEGIN
-    INSERT INTO opsmeter.queue_lowmarks (ts)
-    SELECT pg_catalog.min(n."timestamp") FROM new_rows n
-     WHERE n.trustlog_status = 'NOT_TRUSTLOGGED' AND n.available_at = '-infinity'
-    HAVING pg_catalog.count(*) > 0;
+    IF written IS NULL OR written = '' OR epoch < written::numeric THEN
+        INSERT INTO opsmeter.queue_lowmarks (ts) VALUES (NEW."timestamp");
+        PERFORM pg_catalog.set_config('opsmeter.queue_lowmark_written', epoch::text, true);
+    END IF;
     RETURN NULL;
 END
 $fn$;
-COMMENT ON FUNCTION opsmeter.queue_lowmark_inserted() IS 'opsmeter queue (internal trigger): records the oldest timestamp an INSERT into opsmeter.operations made claimable';
+COMMENT ON FUNCTION opsmeter.queue_lowmark() IS 'opsmeter queue (internal trigger): records in opsmeter.queue_lowmarks the timestamp of an operation an INSERT or UPDATE made claimable, unless this transaction recorded an older one';
 CREATE TRIGGER queue_lowmark_insert AFTER INSERT ON opsmeter.operations
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
-    EXECUTE FUNCTION opsmeter.queue_lowmark_inserted();
-
-CREATE FUNCTION opsmeter.queue_lowmark_refreshed() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    INSERT INTO opsmeter.queue_lowmarks (ts) VALUES (NEW."timestamp");
-    RETURN NULL;
-END
-$fn$;
-COMMENT ON FUNCTION opsmeter.queue_lowmark_refreshed() IS 'opsmeter queue (internal trigger): records the timestamp of an operation an UPDATE made claimable again';
+    FOR EACH ROW
+    WHEN (NEW.trustlog_status = 'NOT_TRUSTLOGGED' AND NEW.available_at = '-infinity')
+    EXECUTE FUNCTION opsmeter.queue_lowmark();
 CREATE TRIGGER queue_lowmark_update AFTER UPDATE ON opsmeter.operations
     FOR EACH ROW
     WHEN (NEW.trustlog_status = 'NOT_TRUSTLOGGED' AND NEW.available_at = '-infinity'
           AND (OLD.available_at IS DISTINCT FROM NEW.available_at OR OLD.trustlog_status <> NEW.trustlog_status))
-    EXECUTE FUNCTION opsmeter.queue_lowmark_refreshed();
+    EXECUTE FUNCTION opsmeter.queue_lowmark();
 
 CREATE FUNCTION ops_op_claim(batch integer DEFAULT 100, lease interval DEFAULT '5 minutes')
 RETURNS TABLE (
@@ -241,6 +238,8 @@ BEGIN
              WHERE b.ctid = locked.tid AND b.generation = oldest.generation
             RETURNING 1)
         DELETE FROM opsmeter.queue_lowmarks l WHERE EXISTS (SELECT 1 FROM moved);
+        -- the lowmarks this transaction wrote may be gone now: its next fresh row writes one
+        PERFORM pg_catalog.set_config('opsmeter.queue_lowmark_written', '', true);
     END IF;
 END
 $fn$;
@@ -378,12 +377,16 @@ fn save(ops: Vec<Operation>, place: impl Fn(usize) -> String) -> i64 {
     if n == 0 {
         return 0;
     }
+    // in timestamp order (those without one, stamped now, last), so the lowmark trigger writes
+    // one row for the batch; `place` still names elements by their index in the input
+    let mut ops: Vec<(usize, Operation)> = ops.into_iter().enumerate().collect();
+    ops.sort_by_key(|(_, o)| (o.timestamp.is_none(), o.timestamp));
     let mut cols: [Vec<Option<String>>; 12] = Default::default();
     let mut code = Vec::with_capacity(n);
     let mut ts = Vec::with_capacity(n);
     let mut claimable = 0i64;
-    let ids: Vec<String> = ops.iter().map(|o| o.op_id.clone()).collect();
-    for o in ops {
+    let ids: Vec<(usize, String)> = ops.iter().map(|(i, o)| (*i, o.op_id.clone())).collect();
+    for (_, o) in ops {
         if o.trustlog_status == qc::Status::NotTrustlogged {
             claimable += 1;
         }
@@ -451,14 +454,15 @@ fn save(ops: Vec<Operation>, place: impl Fn(usize) -> String) -> i64 {
     .unwrap_or_default();
     if inserted.len() < n {
         let got: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+        // the first one in input order that was not written
         if let Some((i, dup)) = ids
             .iter()
-            .enumerate()
-            .find(|(_, id)| !got.contains(id.as_str()))
+            .filter(|(_, id)| !got.contains(id.as_str()))
+            .min_by_key(|(i, _)| *i)
         {
             Err::<(), _>(QueueError::Duplicate {
                 op_id: dup.clone(),
-                at: place(i),
+                at: place(*i),
             })
             .or_raise();
         }
@@ -832,13 +836,12 @@ mod tests {
     fn an_expired_lease_is_claimed_again() {
         save_ops(1);
         let first =
-            one::<String>("SELECT lease_token::text FROM ops_op_claim(1, '50 milliseconds')")
-                .unwrap();
+            one::<String>("SELECT lease_token::text FROM ops_op_claim(1, '2 seconds')").unwrap();
         assert!(
             claimed(1, "5 minutes").is_empty(),
             "the lease is still live"
         );
-        Spi::run("SELECT pg_sleep(0.1)").unwrap();
+        Spi::run("SELECT pg_sleep(2.1)").unwrap();
         let second =
             one::<String>("SELECT lease_token::text FROM ops_op_claim(1, '5 minutes')").unwrap();
         assert_ne!(first, second);
@@ -933,6 +936,11 @@ mod tests {
     #[pg_test]
     fn the_walk_start_never_skips_an_operation() {
         save_ops(10);
+        assert_eq!(
+            count("SELECT count(*) FROM opsmeter.queue_lowmarks"),
+            1,
+            "a batch (given newest first) is written in timestamp order: one lowmark"
+        );
         assert_eq!(
             claimed(5, "5 minutes"),
             vec!["q-1", "q-2", "q-3", "q-4", "q-5"]
