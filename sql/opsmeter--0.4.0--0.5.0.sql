@@ -63,6 +63,8 @@ INSERT INTO opsmeter.queue_bound VALUES ('-infinity', 0);
 COMMENT ON TABLE opsmeter.queue_bound IS 'opsmeter queue (internal, one row): claims start their walk over fresh operations at least(claim_from, min(opsmeter.queue_lowmarks.ts)); moved up by claims';
 CREATE TABLE opsmeter.queue_lowmarks (ts timestamptz NOT NULL);
 CREATE INDEX queue_lowmarks_ts ON opsmeter.queue_lowmarks (ts);
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.queue_bound', 'WHERE false');
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.queue_lowmarks', 'WHERE false');
 COMMENT ON TABLE opsmeter.queue_lowmarks IS 'opsmeter queue (internal): the oldest timestamp each statement made claimable (saves, requeues, any INSERT or COPY into opsmeter.operations), until a claim has seen it';
 
 CREATE FUNCTION opsmeter.queue_lowmark() RETURNS trigger

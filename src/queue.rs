@@ -6,8 +6,7 @@
 //! `available_at`, when it may next be handed out: now, its lease end, a retry time, never for
 //! a dead letter); a claim walks a partial index of the not-yet-trustlogged rows, however many
 //! completed rows the table keeps. `opsmeter.retries` holds the retry count, schedule and last
-//! error. Rules (JSON
-//! checks, backoff, query filters) live in [`crate::cores::queue`].
+//! error. Rules (JSON checks, backoff, query filters) live in [`crate::cores::queue`].
 
 use crate::cores::queue::{self as qc, Class, Operation, Param, QueueError, RetryStatus};
 use crate::error::{OrRaise, SqlError};
@@ -111,6 +110,11 @@ INSERT INTO opsmeter.queue_bound VALUES ('-infinity', 0);
 COMMENT ON TABLE opsmeter.queue_bound IS 'opsmeter queue (internal, one row): claims start their walk over fresh operations at least(claim_from, min(opsmeter.queue_lowmarks.ts)); moved up by claims';
 CREATE TABLE opsmeter.queue_lowmarks (ts timestamptz NOT NULL);
 CREATE INDEX queue_lowmarks_ts ON opsmeter.queue_lowmarks (ts);
+-- Derived state: registered so pg_dump knows about them, with a filter that dumps no rows. A
+-- restored database starts with the row CREATE EXTENSION wrote (-infinity: walk from the head)
+-- and the lowmarks the restored operations' triggers write.
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.queue_bound', 'WHERE false');
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.queue_lowmarks', 'WHERE false');
 COMMENT ON TABLE opsmeter.queue_lowmarks IS 'opsmeter queue (internal): the oldest timestamp each statement made claimable (saves, requeues, any INSERT or COPY into opsmeter.operations), until a claim has seen it';
 
 -- Every way an operation becomes claimable leaves a lowmark: any INSERT or COPY, and any UPDATE
