@@ -50,7 +50,7 @@ unsafe extern "C-unwind" fn check_retry_base(
         }
         CStr::from_ptr(p).to_string_lossy().into_owned()
     };
-    match queue::retry_base(&text, queue::parse_interval_us(&text).ok()) {
+    match queue::retry_base(&text) {
         Ok(_) => true,
         Err(_) => {
             // SAFETY: the detail string is palloc'd in the current context, as GUC_check_errdetail does.
@@ -149,7 +149,7 @@ pub fn retry_policy() -> Result<queue::RetryPolicy, queue::QueueError> {
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let base_us = queue::retry_base(&text, queue::parse_interval_us(&text).ok())?;
+    let base_us = queue::retry_base(&text)?;
     Ok(queue::RetryPolicy {
         base_us,
         max_retries: MAX_RETRIES.get(),

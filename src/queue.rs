@@ -10,7 +10,7 @@
 
 use crate::cores::queue::{self as qc, Class, Operation, Param, QueueError, RetryStatus};
 use crate::error::{OrRaise, SqlError};
-use crate::rollups::tstz;
+use crate::rollups::{tstz, us};
 use crate::types::JsonbText;
 use pgrx::datum::{DatumWithOid, Interval, Uuid};
 use pgrx::prelude::*;
@@ -747,7 +747,7 @@ fn ops_queue_stats() -> TableIterator<
                                                       AND o.available_at < 'infinity'),
                         pg_catalog.count(*) FILTER (WHERE o.available_at = 'infinity'),
                         t.now - pg_catalog.min(o.\"timestamp\") FILTER (WHERE o.available_at < 'infinity'),
-                        (EXTRACT(EPOCH FROM t.now - TIMESTAMPTZ '2000-01-01 00:00+00') * 1000000)::int8
+                        t.now
                    FROM t LEFT JOIN opsmeter.operations o ON o.trustlog_status = 'NOT_TRUSTLOGGED'
                   GROUP BY t.now",
                 None,
@@ -761,7 +761,7 @@ fn ops_queue_stats() -> TableIterator<
             r.get::<i64>(4)?.unwrap_or(0),
             r.get::<i64>(5)?.unwrap_or(0),
             r.get::<Interval>(6)?,
-            r.get::<i64>(7)?.unwrap_or(0),
+            r.get::<TimestampWithTimeZone>(7)?.map(us).unwrap_or(0),
         );
         let mut cursors = Vec::new();
         for row in c.select("SELECT cursor_value FROM opsmeter.cursors", None, &[])? {

@@ -542,9 +542,9 @@ pub fn parse_interval_us(s: &str) -> Result<i64, &'static str> {
     Ok(total.round() as i64)
 }
 
-/// Checks `opsmeter.retry_base` once PostgreSQL has read it as an interval (in microseconds).
-pub fn retry_base(text: &str, parsed_us: Option<i64>) -> Result<i64, QueueError> {
-    match parsed_us {
+/// `opsmeter.retry_base` in microseconds: a positive fixed-length interval.
+pub fn retry_base(text: &str) -> Result<i64, QueueError> {
+    match parse_interval_us(text).ok() {
         Some(us) if us > 0 => Ok(us),
         _ => Err(QueueError::Setting {
             name: "opsmeter.retry_base",
@@ -962,10 +962,10 @@ mod tests {
 
     #[test]
     fn retry_base_must_be_positive() {
-        assert_eq!(retry_base("1 minute", Some(60_000_000)), Ok(60_000_000));
-        assert!(retry_base("0", Some(0)).is_err());
-        assert!(retry_base("-1 s", Some(-1_000_000)).is_err());
-        let e = retry_base("soon", None).unwrap_err();
+        assert_eq!(retry_base("1 minute"), Ok(60_000_000));
+        assert!(retry_base("0").is_err());
+        assert!(retry_base("-1 s").is_err());
+        let e = retry_base("soon").unwrap_err();
         assert!(e.to_string().contains("opsmeter.retry_base"));
     }
 
