@@ -6,9 +6,13 @@ BENCH_RUNS="${BENCH_RUNS:-7}"
 
 bench_setup() {
     "$ROOT/scripts/deps.sh"
-    say "building and installing opsmeter (release)"
     "$ROOT/scripts/cluster.sh" stop .bench >/dev/null
-    install_extension bench-install.log --release
+    # BENCH_SKIP_INSTALL=1 benchmarks the build installed already (e.g. while iterating on a
+    # bench script); the default builds and installs the working tree first.
+    if [ "${BENCH_SKIP_INSTALL:-0}" != 1 ]; then
+        say "building and installing opsmeter (release)"
+        install_extension bench-install.log --release
+    fi
     # opsmeter is preloaded into the postmaster, so every session runs the build installed just
     # now even if another cargo pgrx install (which replaces the file) runs during the benchmark.
     "$ROOT/scripts/cluster.sh" start .bench "$BENCH_PORT" \

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing opsmeter needs, skipping whatever is already there:
-# Debian packages (PostgreSQL 15 server and headers, clang for bindgen, pg_cron, tdigest),
+# Debian packages (PostgreSQL 15 server and headers, clang for bindgen, pg_cron, tdigest,
+# python3 for the billing fetcher and its stub exporter),
 # cargo-pgrx at the pinned version, and `cargo pgrx init` against Debian's pg_config.
 # Idempotent; well under a second when everything is present.
 source "$(dirname "$0")/common.sh"
 
 PACKAGES=(
     "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-${PG_MAJOR}-cron"
-    "postgresql-${PG_MAJOR}-tdigest" libclang-dev clang pkg-config sudo make gcc
+    "postgresql-${PG_MAJOR}-tdigest" libclang-dev clang pkg-config sudo make gcc python3
 )
 
 missing=()

@@ -67,6 +67,12 @@ COMMENT ON FUNCTION ops_cursor_init(text, text, boolean) IS 'opsmeter queue: ini
 COMMENT ON FUNCTION ops_operations_query(jsonb, integer, integer, text, boolean) IS 'opsmeter queue: a page of operations matching a filter (op_id, op_source, op_code, doid and do_prefix as contains, producer_id, op_actor, do_repository, trustlog_status, client_ip, server_ip, time_from, time_to), ordered by created_at, timestamp or op_id; page_size clamped to 1 .. 1000; every row carries total and total_pages';
 COMMENT ON FUNCTION ops_operations_count(jsonb) IS 'opsmeter queue: number of operations matching an ops_operations_query filter';
 COMMENT ON FUNCTION ops_queue_stats() IS 'opsmeter queue: not_trustlogged, pending (claimable now), leased, retrying, dead_letters, age of the oldest operation still to be done, and cursor lag (now - oldest RFC 3339 cursor value)';
+COMMENT ON FUNCTION billing_source_upsert(text, text, text, boolean) IS 'opsmeter billing: register or change an exporter source (expected_node_id / expected_env: NULL or empty means not checked; enabled); returns the row';
+COMMENT ON FUNCTION billing_profile_upsert(uuid, bigint, numeric, numeric, text) IS 'opsmeter billing: set an account''s pricing: included bytes per UTC month (>= 0), numeric price per billable byte (>= 0), multiplier (<= 0 means 1), rule version; returns the row';
+COMMENT ON FUNCTION billing_ingest(text, jsonb) IS 'opsmeter billing: ingest a JSON array of exporter snapshots (node_id, env, sampled_at, samples of account_id + cumulative_bytes) for a source: deltas against checkpoints (replays change nothing; resets per opsmeter.billing_reset_policy) into minute buckets, ledger rows with UUIDv5 ids and monthly quota; returns the job result (status ok / partial / error), also stored as the source''s last_result';
+COMMENT ON FUNCTION billing_advance_window(text, jsonb) IS 'opsmeter billing: ingest one page of a source''s window ({since, until, snapshots, has_more, next_cursor}) and move last_completed_until to next_cursor (has_more) or until, never backwards; since > until moves it with no work; recorded errors (nothing billed or moved): has_more with an empty, non-RFC 3339 or out-of-window next_cursor, an until in the future, a since after last_completed_until, a snapshot after until; returns the job result';
+COMMENT ON FUNCTION billing_window(text) IS 'opsmeter billing: the window a source''s collector should fetch next: since = last_completed_until or now() - opsmeter.billing_lookback, until = now() - opsmeter.billing_delay';
+COMMENT ON FUNCTION billing_status() IS 'opsmeter billing: one row per source: enabled, expected node/env, current window, last completed, last success, last error, last result, and healthy (the last result is not an error)';
 "#,
     name = "comments",
     finalize,
@@ -76,6 +82,8 @@ COMMENT ON FUNCTION ops_queue_stats() IS 'opsmeter queue: not_trustlogged, pendi
         "ops_metrics",
         "record_tables",
         "daily_stats_tables",
-        "queue_tables"
+        "queue_tables",
+        "billing_tables",
+        "billing_status"
     ]
 );

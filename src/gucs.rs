@@ -4,7 +4,7 @@
 //! The `opsmeter.` prefix is reserved: once the library is loaded, `SET opsmeter.<typo>` is an
 //! error instead of a silently ignored placeholder.
 
-use crate::cores::queue;
+use crate::cores::{billing, queue};
 use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::{CStr, CString};
 
@@ -33,6 +33,120 @@ static RETRY_JITTER: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 /// epoch seconds, this transaction has written to `opsmeter.queue_lowmarks`.
 static QUEUE_LOWMARK_WRITTEN: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+
+/// `opsmeter.billing_included_quota_bytes`: included bytes per UTC month of an account without
+/// a billing profile (text, so it can exceed an int4 setting's range).
+static BILLING_INCLUDED_QUOTA: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"0"));
+
+/// `opsmeter.billing_price_per_byte`: price of a billable byte for an account without a
+/// profile, read as `numeric` (never a float).
+static BILLING_PRICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"0"));
+
+/// `opsmeter.billing_multiplier`: price multiplier for an account without a profile (<= 0 means 1).
+static BILLING_MULTIPLIER: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1"));
+
+/// `opsmeter.billing_first_sample`: what the first sample of a counter bills: `full` (its value;
+/// the counter started at zero) or `baseline` (nothing; it only sets the checkpoint).
+static BILLING_FIRST_SAMPLE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"full"));
+
+/// `opsmeter.billing_reset_policy`: what a counter reset bills: `skip` (nothing, the seed) or
+/// `from_zero` (the new value).
+static BILLING_RESET_POLICY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"skip"));
+
+/// `opsmeter.billing_lookback`: how far back a source's first window starts.
+static BILLING_LOOKBACK_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
+
+/// `opsmeter.billing_delay`: how far behind now() a window ends, so exporters have finished it.
+static BILLING_DELAY_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+
+/// The text a string check hook is offered (None for a NULL value).
+///
+/// # Safety
+/// `newval` must be the pointer PostgreSQL passes to a string GUC's check hook.
+unsafe fn candidate(newval: *mut *mut core::ffi::c_char) -> Option<String> {
+    // SAFETY: PostgreSQL passes a valid pointer to the candidate value (a C string or NULL).
+    unsafe {
+        let p = *newval;
+        if p.is_null() {
+            None
+        } else {
+            Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+        }
+    }
+}
+
+/// Sets the detail of a rejected setting, as GUC_check_errdetail does.
+fn reject(detail: &str) -> bool {
+    let detail = CString::new(detail).unwrap_or_default();
+    // SAFETY: pstrdup copies the string into the current memory context, as GUC_check_errdetail does.
+    unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr()) };
+    false
+}
+
+macro_rules! text_check_hook {
+    ($name:ident, $check:expr) => {
+        #[pgrx::pg_guard]
+        unsafe extern "C-unwind" fn $name(
+            newval: *mut *mut core::ffi::c_char,
+            _extra: *mut *mut core::ffi::c_void,
+            _source: pg_sys::GucSource::Type,
+        ) -> bool {
+            // SAFETY: called by PostgreSQL as a string check hook.
+            match unsafe { candidate(newval) } {
+                None => reject("The value must not be NULL."),
+                Some(text) => match ($check)(text.as_str()) {
+                    Ok(_) => true,
+                    Err(e) => reject(&format!("{e}.")),
+                },
+            }
+        }
+    };
+}
+
+text_check_hook!(check_billing_quota, billing::parse_quota_bytes);
+text_check_hook!(check_billing_price, |s| billing::check_price(
+    "opsmeter.billing_price_per_byte",
+    s
+));
+text_check_hook!(check_billing_multiplier, |s| billing::check_multiplier(
+    "opsmeter.billing_multiplier",
+    s
+));
+text_check_hook!(check_billing_first_sample, billing::FirstSample::parse);
+text_check_hook!(check_billing_reset_policy, billing::ResetPolicy::parse);
+
+type CheckHook = unsafe extern "C-unwind" fn(
+    *mut *mut core::ffi::c_char,
+    *mut *mut core::ffi::c_void,
+    pg_sys::GucSource::Type,
+) -> bool;
+
+fn define_checked_text(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    setting: &'static GucSetting<Option<CString>>,
+    hook: CheckHook,
+) {
+    // SAFETY: the check hooks are #[pg_guard]ed and only read their argument.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            name,
+            short,
+            long,
+            setting,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(hook),
+            None,
+            None,
+        );
+    }
+}
 
 /// Rejects an `opsmeter.retry_base` that is not a positive fixed-length interval, at `SET` or
 /// config reload time, with PostgreSQL's usual "invalid value for parameter" error.
@@ -129,6 +243,61 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::UNIT_S,
     );
+    define_checked_text(
+        c"opsmeter.billing_included_quota_bytes",
+        c"Included bytes per UTC month for an account without a billing profile.",
+        c"An integer 0 .. 9223372036854775807 (default 0); consumed before any byte is billable.",
+        &BILLING_INCLUDED_QUOTA,
+        check_billing_quota,
+    );
+    define_checked_text(
+        c"opsmeter.billing_price_per_byte",
+        c"Price of a billable byte for an account without a billing profile.",
+        c"A decimal number >= 0, read as numeric (default '0').",
+        &BILLING_PRICE,
+        check_billing_price,
+    );
+    define_checked_text(
+        c"opsmeter.billing_multiplier",
+        c"Price multiplier for an account without a billing profile.",
+        c"A decimal number, read as numeric (default '1'); a multiplier <= 0 means 1.",
+        &BILLING_MULTIPLIER,
+        check_billing_multiplier,
+    );
+    define_checked_text(
+        c"opsmeter.billing_first_sample",
+        c"What the first sample of a cumulative counter bills: full or baseline.",
+        c"full (default): its whole value, the counter started at zero; baseline: nothing, it only sets the checkpoint.",
+        &BILLING_FIRST_SAMPLE,
+        check_billing_first_sample,
+    );
+    define_checked_text(
+        c"opsmeter.billing_reset_policy",
+        c"What a counter reset (a value below the checkpoint's) bills: skip or from_zero.",
+        c"skip (default, as the seed): nothing; from_zero: the new value, as Prometheus counts it. The checkpoint moves either way.",
+        &BILLING_RESET_POLICY,
+        check_billing_reset_policy,
+    );
+    GucRegistry::define_int_guc(
+        c"opsmeter.billing_lookback",
+        c"How far back before now() a billing source's first window starts.",
+        c"billing_window(source) starts at the source's last_completed_until, or now() minus this when it has none. 0 .. 366 days.",
+        &BILLING_LOOKBACK_S,
+        0,
+        366 * 86_400,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"opsmeter.billing_delay",
+        c"How far behind now() a billing window ends.",
+        c"billing_window(source) ends at now() minus this, so exporters have finished the samples of the window. 0 .. 7 days.",
+        &BILLING_DELAY_S,
+        0,
+        7 * 86_400,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
     // SAFETY: called once from _PG_init in the postmaster or a backend; the string is static.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"opsmeter".as_ptr()) };
 }
@@ -155,4 +324,39 @@ pub fn retry_policy() -> Result<queue::RetryPolicy, queue::QueueError> {
         max_retries: MAX_RETRIES.get(),
         jitter: RETRY_JITTER.get(),
     })
+}
+
+fn text_of(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The billing settings in force: the counter rules and the pricing of accounts without a
+/// profile (values were checked when they were set).
+pub fn billing_settings() -> Result<(billing::Rules, billing::Pricing), billing::BillingError> {
+    let rules = billing::Rules {
+        first: billing::FirstSample::parse(&text_of(&BILLING_FIRST_SAMPLE))?,
+        reset: billing::ResetPolicy::parse(&text_of(&BILLING_RESET_POLICY))?,
+    };
+    let price = text_of(&BILLING_PRICE);
+    billing::check_price("opsmeter.billing_price_per_byte", &price)?;
+    let multiplier = text_of(&BILLING_MULTIPLIER);
+    billing::check_multiplier("opsmeter.billing_multiplier", &multiplier)?;
+    let pricing = billing::Pricing {
+        included_quota_bytes: billing::parse_quota_bytes(&text_of(&BILLING_INCLUDED_QUOTA))?,
+        price_per_byte: price.trim().to_string(),
+        multiplier: multiplier.trim().to_string(),
+        pricing_rule_version: "default".into(),
+    };
+    Ok((rules, pricing))
+}
+
+/// `opsmeter.billing_lookback` and `opsmeter.billing_delay` in microseconds.
+pub fn billing_window_us() -> (i64, i64) {
+    (
+        BILLING_LOOKBACK_S.get() as i64 * 1_000_000,
+        BILLING_DELAY_S.get() as i64 * 1_000_000,
+    )
 }

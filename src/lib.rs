@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 pub mod cores;
 
+mod billing;
 mod comments;
 mod daily_stats;
 mod error;

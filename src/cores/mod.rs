@@ -3,6 +3,7 @@
 //! Arrows point one way: the pgrx glue in `src/*.rs` converts arguments, calls into these
 //! modules and reports their errors; nothing here knows about Datums or SPI.
 
+pub mod billing;
 pub mod daily_stats;
 pub mod queue;
 pub mod records;
