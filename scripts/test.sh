@@ -96,18 +96,26 @@ q="SELECT id, s::text, ops_quantile(s, 0.99) FROM sketch_dump_check ORDER BY id;
    SELECT m::text FROM opsmeter.daily_model_stats m ORDER BY 1;
    SELECT o::text FROM opsmeter.operations o ORDER BY op_id;
    SELECT r::text FROM opsmeter.retries r ORDER BY op_id;
-   SELECT c::text FROM opsmeter.cursors c ORDER BY cursor_key"
+   SELECT c::text FROM opsmeter.cursors c ORDER BY cursor_key;
+   SELECT s::text FROM opsmeter.billing_sources s ORDER BY source_id;
+   SELECT y::text FROM opsmeter.billing_source_sync y ORDER BY source_id;
+   SELECT p::text FROM opsmeter.billing_profiles p ORDER BY account_id;
+   SELECT c::text FROM opsmeter.billing_checkpoints c ORDER BY storage_node_id, account_id;
+   SELECT m::text FROM opsmeter.billing_minutes m ORDER BY storage_node_id, account_id, minute;
+   SELECT l::text FROM opsmeter.billing_ledger l ORDER BY id;
+   SELECT q::text FROM opsmeter.billing_quota q ORDER BY account_id, period_start"
 if diff <("${PSQL[@]}" -d opsmeter_regress -Atc "$q") <("${PSQL[@]}" -d opsmeter_restore -Atc "$q") >/dev/null \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM sketch_dump_check")" -gt 0 ] \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.metrics_hourly")" -gt 0 ] \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.request_records")" -gt 0 ] \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.daily_stats")" -gt 0 ] \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.operations")" -gt 0 ] \
-   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.cursors")" -gt 0 ]; then
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.cursors")" -gt 0 ] \
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.billing_ledger")" -gt 0 ]; then
     echo "test pg_dump/restore                ... ok"
     PASSED[regress]=$(( PASSED[regress] + 1 ))
 else
-    die "sketches, rollup rows, records, daily stats or queue tables differ after pg_dump/restore"
+    die "sketches, rollup rows, records, daily stats, queue or billing tables differ after pg_dump/restore"
 fi
 
 "$ROOT/scripts/check-upgrade.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/upgrade.log"
@@ -117,6 +125,9 @@ PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/upgrade.log")
 "$ROOT/tests/concurrency/rollups.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/concurrency.log"
 "$ROOT/tests/concurrency/records.sh" "$SOCK" "$TEST_PORT" | tee -a "$LOGS/concurrency.log"
 "$ROOT/tests/concurrency/queue.sh" "$SOCK" "$TEST_PORT" | tee -a "$LOGS/concurrency.log"
+"$ROOT/tests/concurrency/billing.sh" "$SOCK" "$TEST_PORT" | tee -a "$LOGS/concurrency.log"
+# the reference billing fetcher against a stub exporter
+"$ROOT/tests/billing/fetcher.sh" "$SOCK" "$TEST_PORT" | tee -a "$LOGS/concurrency.log"
 PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/concurrency.log") ))
 
 "$ROOT/tests/cron/rollups.sh" check "$SOCK" "$TEST_PORT" | tee "$LOGS/cron.log"
