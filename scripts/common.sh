@@ -12,10 +12,13 @@ PGRX_VERSION="0.18.1"
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# as_pg CMD...: run CMD as the OS user that owns clusters (postgres when we are root).
+# as_pg CMD...: run CMD as the OS user that owns clusters (postgres when we are root), from /
+# (PostgreSQL's programs print "could not change directory to ...: Permission denied" when
+# started in a folder that user cannot enter, such as a checkout under /root). Pass absolute
+# paths.
 as_pg() {
     if [ "$(id -u)" = 0 ]; then
-        runuser -u postgres -- "$@"
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
