@@ -9,14 +9,14 @@ cd "$ROOT"
 old="${1:?old version}"; new="${2:?new version}"; summary="${3:?summary}"
 a="sql/opsmeter--${old}.sql"; b="sql/opsmeter--${new}.sql"; out="sql/opsmeter--${old}--${new}.sql"
 [ -f "$a" ] && [ -f "$b" ] || die "need $a and $b"
-if diff "$a" "$b" | grep -qE '^[0-9]+(,[0-9]+)?[cd]'; then
+if { diff "$a" "$b" || true; } | grep -E '^[0-9]+(,[0-9]+)?[cd]' >/dev/null; then
     die "$b changes or removes lines of $a: write $out by hand"
 fi
 {
     echo "-- opsmeter ${old} -> ${new}: ${summary}"
     echo "\\echo Use \"ALTER EXTENSION opsmeter UPDATE TO '${new}'\" to load this file. \\quit"
     echo
-    diff "$a" "$b" | sed -n 's/^[0-9]*a\([0-9]*\)\(,\([0-9]*\)\)\{0,1\}$/\1 \3/p' | while read -r from to; do
+    { diff "$a" "$b" || true; } | sed -n 's/^[0-9]*a\([0-9]*\)\(,\([0-9]*\)\)\{0,1\}$/\1 \3/p' | while read -r from to; do
         sed -n "${from},${to:-$from}p" "$b"
     done
 } >"$out"

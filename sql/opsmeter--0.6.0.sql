@@ -699,8 +699,10 @@ SELECT pg_catalog.pg_extension_config_dump('opsmeter.billing_source_sync', '');
 CREATE TABLE opsmeter.billing_profiles (
     account_id           uuid PRIMARY KEY,
     included_quota_bytes bigint NOT NULL DEFAULT 0 CHECK (included_quota_bytes >= 0),
-    price_per_byte       numeric NOT NULL DEFAULT 0 CHECK (price_per_byte >= 0),
-    multiplier           numeric NOT NULL DEFAULT 1,
+    price_per_byte       numeric NOT NULL DEFAULT 0
+                         CHECK (price_per_byte >= 0 AND price_per_byte < 'Infinity'),
+    multiplier           numeric NOT NULL DEFAULT 1
+                         CHECK (multiplier > '-Infinity' AND multiplier < 'Infinity'),
     pricing_rule_version text NOT NULL DEFAULT 'default',
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
@@ -775,10 +777,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'source_id must be a non-empty text';
     END IF;
+    -- an existing source keeps an expectation given as NULL; '' clears it
     INSERT INTO opsmeter.billing_sources AS s (source_id, expected_node_id, expected_env, enabled)
     VALUES ($1, nullif($2, ''), nullif($3, ''), coalesce($4, true))
     ON CONFLICT ON CONSTRAINT billing_sources_pkey DO UPDATE
-       SET expected_node_id = EXCLUDED.expected_node_id, expected_env = EXCLUDED.expected_env,
+       SET expected_node_id = CASE WHEN $2 IS NULL THEN s.expected_node_id ELSE EXCLUDED.expected_node_id END,
+           expected_env = CASE WHEN $3 IS NULL THEN s.expected_env ELSE EXCLUDED.expected_env END,
            enabled = EXCLUDED.enabled, updated_at = pg_catalog.now()
     RETURNING s.* INTO r;
     RETURN r;
@@ -802,13 +806,14 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = pg_catalog.format('included_quota_bytes must be an integer >= 0, got %s', coalesce(included_quota_bytes::text, 'NULL'));
     END IF;
-    IF price_per_byte IS NULL OR price_per_byte < 0 OR price_per_byte = 'NaN' THEN
+    -- NaN compares greater than every number, Infinity too: both are refused
+    IF price_per_byte IS NULL OR NOT (price_per_byte >= 0 AND price_per_byte < 'Infinity') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = pg_catalog.format('price_per_byte must be a number >= 0, got %s', coalesce(price_per_byte::text, 'NULL'));
+            MESSAGE = pg_catalog.format('price_per_byte must be a finite number >= 0, got %s', coalesce(price_per_byte::text, 'NULL'));
     END IF;
-    IF multiplier IS NULL OR multiplier = 'NaN' THEN
+    IF multiplier IS NULL OR NOT (multiplier > '-Infinity' AND multiplier < 'Infinity') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = pg_catalog.format('multiplier must be a number (<= 0 means 1), got %s', coalesce(multiplier::text, 'NULL'));
+            MESSAGE = pg_catalog.format('multiplier must be a finite number (<= 0 means 1), got %s', coalesce(multiplier::text, 'NULL'));
     END IF;
     INSERT INTO opsmeter.billing_profiles AS p
            (account_id, included_quota_bytes, price_per_byte, multiplier, pricing_rule_version)
@@ -1382,8 +1387,8 @@ COMMENT ON FUNCTION ops_cursor_init(text, text, boolean) IS 'opsmeter queue: ini
 COMMENT ON FUNCTION ops_operations_query(jsonb, integer, integer, text, boolean) IS 'opsmeter queue: a page of operations matching a filter (op_id, op_source, op_code, doid and do_prefix as contains, producer_id, op_actor, do_repository, trustlog_status, client_ip, server_ip, time_from, time_to), ordered by created_at, timestamp or op_id; page_size clamped to 1 .. 1000; every row carries total and total_pages';
 COMMENT ON FUNCTION ops_operations_count(jsonb) IS 'opsmeter queue: number of operations matching an ops_operations_query filter';
 COMMENT ON FUNCTION ops_queue_stats() IS 'opsmeter queue: not_trustlogged, pending (claimable now), leased, retrying, dead_letters, age of the oldest operation still to be done, and cursor lag (now - oldest RFC 3339 cursor value)';
-COMMENT ON FUNCTION billing_source_upsert(text, text, text, boolean) IS 'opsmeter billing: register or change an exporter source (expected_node_id / expected_env: NULL or empty means not checked; enabled); returns the row';
-COMMENT ON FUNCTION billing_profile_upsert(uuid, bigint, numeric, numeric, text) IS 'opsmeter billing: set an account''s pricing: included bytes per UTC month (>= 0), numeric price per billable byte (>= 0), multiplier (<= 0 means 1), rule version; returns the row';
+COMMENT ON FUNCTION billing_source_upsert(text, text, text, boolean) IS 'opsmeter billing: register or change an exporter source (expected_node_id / expected_env checked against every snapshot where set; for an existing source NULL keeps the stored value and '''' clears it; enabled); returns the row';
+COMMENT ON FUNCTION billing_profile_upsert(uuid, bigint, numeric, numeric, text) IS 'opsmeter billing: set an account''s pricing: included bytes per UTC month (>= 0), finite numeric price per billable byte (>= 0), finite multiplier (<= 0 means 1), rule version; returns the row';
 COMMENT ON FUNCTION billing_ingest(text, jsonb) IS 'opsmeter billing: ingest a JSON array of exporter snapshots (node_id, env, sampled_at, samples of account_id + cumulative_bytes) for a source: deltas against checkpoints (replays change nothing; resets per opsmeter.billing_reset_policy) into minute buckets, ledger rows with UUIDv5 ids and monthly quota; returns the job result (status ok / partial / error), also stored as the source''s last_result';
 COMMENT ON FUNCTION billing_advance_window(text, jsonb) IS 'opsmeter billing: ingest one page of a source''s window ({since, until, snapshots, has_more, next_cursor}) and move last_completed_until to next_cursor (has_more) or until, never backwards; since > until moves it with no work; recorded errors (nothing billed or moved): has_more with an empty, non-RFC 3339 or out-of-window next_cursor, an until in the future, a since after last_completed_until, a snapshot after until; returns the job result';
 COMMENT ON FUNCTION billing_window(text) IS 'opsmeter billing: the window a source''s collector should fetch next: since = last_completed_until or now() - opsmeter.billing_lookback, until = now() - opsmeter.billing_delay';

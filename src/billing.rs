@@ -63,8 +63,10 @@ SELECT pg_catalog.pg_extension_config_dump('opsmeter.billing_source_sync', '');
 CREATE TABLE opsmeter.billing_profiles (
     account_id           uuid PRIMARY KEY,
     included_quota_bytes bigint NOT NULL DEFAULT 0 CHECK (included_quota_bytes >= 0),
-    price_per_byte       numeric NOT NULL DEFAULT 0 CHECK (price_per_byte >= 0),
-    multiplier           numeric NOT NULL DEFAULT 1,
+    price_per_byte       numeric NOT NULL DEFAULT 0
+                         CHECK (price_per_byte >= 0 AND price_per_byte < 'Infinity'),
+    multiplier           numeric NOT NULL DEFAULT 1
+                         CHECK (multiplier > '-Infinity' AND multiplier < 'Infinity'),
     pricing_rule_version text NOT NULL DEFAULT 'default',
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
@@ -139,10 +141,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'source_id must be a non-empty text';
     END IF;
+    -- an existing source keeps an expectation given as NULL; '' clears it
     INSERT INTO opsmeter.billing_sources AS s (source_id, expected_node_id, expected_env, enabled)
     VALUES ($1, nullif($2, ''), nullif($3, ''), coalesce($4, true))
     ON CONFLICT ON CONSTRAINT billing_sources_pkey DO UPDATE
-       SET expected_node_id = EXCLUDED.expected_node_id, expected_env = EXCLUDED.expected_env,
+       SET expected_node_id = CASE WHEN $2 IS NULL THEN s.expected_node_id ELSE EXCLUDED.expected_node_id END,
+           expected_env = CASE WHEN $3 IS NULL THEN s.expected_env ELSE EXCLUDED.expected_env END,
            enabled = EXCLUDED.enabled, updated_at = pg_catalog.now()
     RETURNING s.* INTO r;
     RETURN r;
@@ -166,13 +170,14 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = pg_catalog.format('included_quota_bytes must be an integer >= 0, got %s', coalesce(included_quota_bytes::text, 'NULL'));
     END IF;
-    IF price_per_byte IS NULL OR price_per_byte < 0 OR price_per_byte = 'NaN' THEN
+    -- NaN compares greater than every number, Infinity too: both are refused
+    IF price_per_byte IS NULL OR NOT (price_per_byte >= 0 AND price_per_byte < 'Infinity') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = pg_catalog.format('price_per_byte must be a number >= 0, got %s', coalesce(price_per_byte::text, 'NULL'));
+            MESSAGE = pg_catalog.format('price_per_byte must be a finite number >= 0, got %s', coalesce(price_per_byte::text, 'NULL'));
     END IF;
-    IF multiplier IS NULL OR multiplier = 'NaN' THEN
+    IF multiplier IS NULL OR NOT (multiplier > '-Infinity' AND multiplier < 'Infinity') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = pg_catalog.format('multiplier must be a number (<= 0 means 1), got %s', coalesce(multiplier::text, 'NULL'));
+            MESSAGE = pg_catalog.format('multiplier must be a finite number (<= 0 means 1), got %s', coalesce(multiplier::text, 'NULL'));
     END IF;
     INSERT INTO opsmeter.billing_profiles AS p
            (account_id, included_quota_bytes, price_per_byte, multiplier, pricing_rule_version)
@@ -565,7 +570,7 @@ fn ingest(src: &Source, at: &str, snapshots: &[bc::Snapshot]) -> Outcome {
     } else {
         let prices = pricing(&accounts, &defaults);
         let quota = lock_quota(&quota_keys, &prices);
-        (bc::allocate(&plan.deltas, &quota), prices)
+        (bc::allocate(&plan.deltas, &quota).or_raise(), prices)
     };
     if !plan.checkpoints.is_empty() || !alloc.ledger.is_empty() {
         write(&plan, &alloc, &prices);
@@ -670,8 +675,8 @@ fn billing_ingest(source_id: &str, snapshots: JsonbText) -> JsonB {
 fn billing_advance_window(source_id: &str, page: JsonbText) -> JsonB {
     let page = bc::parse_page_text(&page.0).or_raise();
     let src = source(source_id);
-    // SAFETY: reads the transaction's start time (what now() returns); no side effects.
-    let now = unsafe { pgrx::pg_sys::GetCurrentTransactionStartTimestamp() };
+    // SAFETY: reads this statement's start time (statement_timestamp()); no side effects.
+    let now = unsafe { pgrx::pg_sys::GetCurrentStatementStartTimestamp() };
     let result = match bc::next_position(&page, src.last_completed_until, now) {
         Advance::Skip(until) => finish(
             source_id,

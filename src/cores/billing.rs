@@ -50,6 +50,8 @@ pub enum BillingError {
         value: String,
         why: &'static str,
     },
+    #[error("the bytes of {what} exceed bigint (9223372036854775807)")]
+    Overflow { what: String },
     #[error("snapshots is not valid JSON: {0}")]
     BadJson(String),
     #[error("{name} must be {expected}, got \"{got}\"")]
@@ -80,7 +82,7 @@ impl BillingError {
         match self {
             BillingError::NotInteger { .. } | BillingError::BadJson(_) => Class::TextRepresentation,
             BillingError::BadTime { .. } => Class::DatetimeFormat,
-            BillingError::OutOfRange { .. } => Class::OutOfRange,
+            BillingError::OutOfRange { .. } | BillingError::Overflow { .. } => Class::OutOfRange,
             _ => Class::InvalidParameter,
         }
     }
@@ -113,7 +115,9 @@ impl BillingError {
             .at()
             .is_some_and(|at| at.starts_with("page") && !at.starts_with("page.snapshots"));
         match self {
-            BillingError::Setting { .. } | BillingError::Argument { .. } => None,
+            BillingError::Setting { .. }
+            | BillingError::Argument { .. }
+            | BillingError::Overflow { .. } => None,
             _ if in_page => Some(
                 "page is a JSON object {\"since\": RFC 3339, \"until\": RFC 3339, \"snapshots\": [...], \"has_more\": boolean (optional), \"next_cursor\": RFC 3339 text (needed when has_more)}; nothing was ingested or moved."
                     .into(),
@@ -256,6 +260,13 @@ pub fn parse_snapshots(value: &Value, at: &str) -> Result<Vec<Snapshot>, Billing
             }
         };
         let node_id = text_field(obj, &here, "node_id", true)?;
+        if node_id.is_empty() {
+            return Err(BillingError::WrongType {
+                at: format!("{here}.node_id"),
+                expected: "a non-empty string",
+                got: "\"\"".into(),
+            });
+        }
         let env = text_field(obj, &here, "env", false)?;
         let sampled_at = time_field(obj, &here, "sampled_at")?;
         let samples = match field(obj, "samples") {
@@ -645,7 +656,10 @@ pub struct Allocation {
 /// included quota first: included = min(delta, max(0, quota − used)), billable = the rest.
 /// Deltas in one minute of one storage node add up into one ledger row. `quota` has the state
 /// of every (account, period) of `deltas` (a missing one starts at used 0 with no quota).
-pub fn allocate(deltas: &[Delta], quota: &HashMap<(String, i64), QuotaState>) -> Allocation {
+pub fn allocate(
+    deltas: &[Delta],
+    quota: &HashMap<(String, i64), QuotaState>,
+) -> Result<Allocation, BillingError> {
     let mut order: Vec<&Delta> = deltas.iter().collect();
     order.sort_by(|a, b| (&a.account, a.at, &a.node).cmp(&(&b.account, b.at, &b.node)));
     let mut state: BTreeMap<(String, i64), (QuotaState, i64, i64)> = BTreeMap::new();
@@ -666,17 +680,33 @@ pub fn allocate(deltas: &[Delta], quota: &HashMap<(String, i64), QuotaState>) ->
         let left = (q.included_quota_bytes - q.included_used_bytes).max(0);
         let included = d.bytes.min(left);
         let billable = d.bytes - included;
-        q.included_used_bytes += included;
+        let overflow = |what: String| BillingError::Overflow { what };
+        q.included_used_bytes += included; // <= included_quota_bytes
         *inc_sum += included;
-        *bill_sum += billable;
+        *bill_sum = bill_sum.checked_add(billable).ok_or_else(|| {
+            overflow(format!(
+                "account {} in the month of {}",
+                d.account,
+                minute_text(period)
+            ))
+        })?;
+        let minute = minute_of(d.at);
         let row = ledger
-            .entry((d.node.clone(), d.account.clone(), minute_of(d.at)))
+            .entry((d.node.clone(), d.account.clone(), minute))
             .or_insert((0, 0, 0));
-        row.0 += d.bytes;
+        let grown = row.0.checked_add(d.bytes).ok_or_else(|| {
+            overflow(format!(
+                "storage node {} account {} minute {}",
+                d.node,
+                d.account,
+                minute_text(minute)
+            ))
+        })?;
+        row.0 = grown;
         row.1 += included;
-        row.2 += billable;
+        row.2 += billable; // included + billable = bytes, which did not overflow
     }
-    Allocation {
+    Ok(Allocation {
         ledger: ledger
             .into_iter()
             .map(
@@ -702,7 +732,7 @@ pub fn allocate(deltas: &[Delta], quota: &HashMap<(String, i64), QuotaState>) ->
                 },
             )
             .collect(),
-    }
+    })
 }
 
 /// A decimal number as text (`12`, `0.000001`, `-1.5`, `2e-9`): what PostgreSQL's `numeric`
@@ -720,7 +750,8 @@ pub fn decimal_sign(s: &str) -> Option<i32> {
     };
     if let Some(e) = exp {
         let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
-        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) || digits.len() > 6 {
+        // at most 3 exponent digits: numeric takes more, but no price needs them
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) || digits.len() > 3 {
             return None;
         }
     }
@@ -822,8 +853,9 @@ pub struct Page {
     pub until: i64,
     pub snapshots: Vec<Snapshot>,
     pub has_more: bool,
-    /// The cursor text as sent (checked by [`next_position`]).
-    pub next_cursor: Option<String>,
+    /// The cursor as sent: its text, or (Err) a rendering of a value that is not a string
+    /// (checked by [`next_position`], which records it as the source's failure).
+    pub next_cursor: Option<Result<String, String>>,
 }
 
 /// Parses the text of a page `{"since", "until", "snapshots", "has_more", "next_cursor"}`.
@@ -861,14 +893,8 @@ pub fn parse_page_text(text: &str) -> Result<Page, BillingError> {
     };
     let next_cursor = match field(obj, "next_cursor") {
         None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(v) => {
-            return Err(BillingError::WrongType {
-                at: "page.next_cursor".into(),
-                expected: "a string",
-                got: format!("{} {}", kind(v), shown(v)),
-            })
-        }
+        Some(Value::String(s)) => Some(Ok(s.clone())),
+        Some(v) => Some(Err(format!("{} {}", kind(v), shown(v)))),
     };
     Ok(Page {
         since,
@@ -918,11 +944,20 @@ pub fn next_position(page: &Page, last_completed_until: Option<i64>, now: i64) -
         return Advance::Skip(page.until);
     }
     let to = if page.has_more {
-        match page.next_cursor.as_deref().map(str::trim) {
-            None | Some("") => {
+        match page
+            .next_cursor
+            .as_ref()
+            .map(|c| c.as_deref().map(str::trim))
+        {
+            Some(Err(got)) => {
+                return Advance::Fail(format!(
+                    "page.next_cursor must be an RFC 3339 string, not {got}"
+                ))
+            }
+            None | Some(Ok("")) => {
                 return Advance::Fail("page.has_more is true but page.next_cursor is empty".into())
             }
-            Some(c) => match parse_rfc3339(c) {
+            Some(Ok(c)) => match parse_rfc3339(c) {
                 Ok(t) if t > page.since && t <= page.until => t,
                 Ok(_) => {
                     return Advance::Fail(format!(
@@ -1195,7 +1230,7 @@ mod tests {
                 included_used_bytes: 0,
             },
         )]);
-        let a = allocate(&deltas, &q);
+        let a = allocate(&deltas, &q).unwrap();
         assert_eq!(a.ledger.len(), 2);
         assert_eq!(
             (
@@ -1209,8 +1244,51 @@ mod tests {
         assert_eq!((a.quota[0].included, a.quota[0].billable), (100, 30));
         // a new month starts with a fresh quota (no row yet: no quota at all unless given)
         let next = ts("2026-12-01T00:00:00Z");
-        let a = allocate(&[d("n", next, 5)], &q);
+        let a = allocate(&[d("n", next, 5)], &q).unwrap();
         assert_eq!((a.quota[0].period_start, a.quota[0].billable), (next, 5));
+    }
+
+    #[test]
+    fn sums_beyond_bigint_are_errors_not_wraps() {
+        let m = ts("2026-11-30T10:00:00Z");
+        let d = |at: i64, bytes| Delta {
+            node: "n".into(),
+            account: A.into(),
+            at,
+            bytes,
+        };
+        let e = allocate(
+            &[d(m, i64::MAX), d(m + 40_000_000, i64::MAX)],
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(e.class(), Class::OutOfRange);
+        assert!(e.to_string().contains("exceed bigint"), "{e}");
+        // the same bytes in two minutes are two rows, each fine; the month's billable overflows
+        let e = allocate(&[d(m, i64::MAX), d(m + 60_000_000, 1)], &HashMap::new()).unwrap_err();
+        assert!(e.to_string().contains("in the month of"), "{e}");
+        assert!(allocate(&[d(m, i64::MAX)], &HashMap::new()).is_ok());
+        // an empty node_id is refused; a non-string cursor is the source's failure when needed
+        let e = parse_snapshots_text(
+            r#"[{"node_id":"","sampled_at":"2026-11-30T10:00:00Z","samples":[]}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "snapshots[0].node_id must be a non-empty string, not \"\""
+        );
+        let p = parse_page_text(r#"{"since":"2026-11-30T10:00:00Z","until":"2026-11-30T11:00:00Z","has_more":true,"next_cursor":1733100000}"#).unwrap();
+        assert!(
+            matches!(next_position(&p, None, m + 86_400_000_000), Advance::Fail(f) if f.contains("must be an RFC 3339 string, not a number"))
+        );
+        let p = parse_page_text(
+            r#"{"since":"2026-11-30T10:00:00Z","until":"2026-11-30T11:00:00Z","next_cursor":7}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            next_position(&p, None, m + 86_400_000_000),
+            Advance::Ingest(ts("2026-11-30T11:00:00Z"))
+        );
     }
 
     #[test]
@@ -1226,7 +1304,17 @@ mod tests {
         ] {
             assert_eq!(decimal_sign(s), Some(sign), "{s}");
         }
-        for s in ["", ".", "abc", "NaN", "1e", "1..2", "Infinity", "1e9999999"] {
+        for s in [
+            "",
+            ".",
+            "abc",
+            "NaN",
+            "1e",
+            "1..2",
+            "Infinity",
+            "1e9999999",
+            "1e1000",
+        ] {
             assert_eq!(decimal_sign(s), None, "{s}");
         }
         assert!(check_price("p", "-1").is_err());
@@ -1456,7 +1544,7 @@ mod tests {
                 ((a, p), qs)
             })
             .collect();
-        let alloc = allocate(&plan.deltas, &q);
+        let alloc = allocate(&plan.deltas, &q).unwrap();
         for (k, c) in &plan.checkpoints {
             st.checkpoints.insert(k.clone(), *c);
         }

@@ -76,7 +76,7 @@ SET opsmeter.retry_base = '10 milliseconds';
 SET opsmeter.max_retries = $MAX_RETRIES;
 DO \$\$
 DECLARE
-    ids text[]; tok uuid; ok text[]; id text; attempt bigint; idle int := 0;
+    ids text[]; tok uuid; ok text[]; id text; attempt bigint; idle int := 0; t_fail timestamptz;
 BEGIN
     LOOP
         WITH c AS (SELECT * FROM ops_op_claim(100, '$LEASE')),
@@ -97,8 +97,12 @@ BEGIN
         FOREACH id IN ARRAY ids LOOP
             SELECT count(*) INTO attempt FROM conc.failures f WHERE f.op_id = id;
             IF conc.fails(id, attempt) THEN
+                -- logged with the time before the call: the lease ends inside it, and another
+                -- claim may take the operation (its retry is due) before this session, descheduled,
+                -- gets back from the call
+                t_fail := clock_timestamp();
                 IF ops_op_fail(id, 'attempt ' || attempt, tok) THEN
-                    INSERT INTO conc.failures VALUES (id, tok, clock_timestamp(), $1);
+                    INSERT INTO conc.failures VALUES (id, tok, t_fail, $1);
                 END IF;
             ELSE
                 ok := ok || id;

@@ -59,6 +59,13 @@ SELECT regress.err($$SELECT billing_source_upsert('')$$);
 SELECT regress.err($$SELECT billing_profile_upsert('aaaaaaaa-0000-4000-8000-000000000009', -1)$$);
 SELECT regress.err($$SELECT billing_profile_upsert('aaaaaaaa-0000-4000-8000-000000000009', 0, -0.5)$$);
 SELECT regress.err($$SELECT billing_profile_upsert('aaaaaaaa-0000-4000-8000-000000000009', 0, 'NaN')$$);
+SELECT regress.err($$SELECT billing_profile_upsert('aaaaaaaa-0000-4000-8000-000000000009', 0, 'Infinity')$$);
+SELECT regress.err($$SELECT billing_profile_upsert('aaaaaaaa-0000-4000-8000-000000000009', 0, 1, '-Infinity')$$);
+-- an existing source keeps an expectation passed as NULL; '' clears it
+SELECT source_id, expected_node_id, expected_env, enabled FROM billing_source_upsert('s9', 'n9', 'prod');
+SELECT source_id, expected_node_id, expected_env, enabled FROM billing_source_upsert('s9', enabled => false);
+SELECT source_id, expected_node_id, expected_env, enabled FROM billing_source_upsert('s9', '', NULL);
+DELETE FROM opsmeter.billing_sources WHERE source_id = 's9';
 SELECT count(*) AS profiles FROM opsmeter.billing_profiles;
 SET opsmeter.billing_included_quota_bytes = '50';
 SET opsmeter.billing_price_per_byte = '0.01';
@@ -79,6 +86,7 @@ SELECT regress.err($$SELECT billing_ingest('s2', '[{"node_id": "n1", "sampled_at
 SELECT regress.err($$SELECT billing_ingest('s2', '[{"node_id": "n1", "sampled_at": "2026-11-30T10:00:00Z", "samples": [{"account_id": "x", "cumulative_bytes": 9223372036854775808}]}]')$$);
 SELECT regress.err($$SELECT billing_ingest('s2', '[{"node_id": "n1", "sampled_at": "2026-11-30T10:00:00Z", "samples": [{"account_id": "x"}]}]')$$);
 SELECT regress.err($$SELECT billing_ingest('s2', '[{"node_id": 7, "sampled_at": "2026-11-30T10:00:00Z", "samples": []}]')$$);
+SELECT regress.err($$SELECT billing_ingest('s2', '[{"node_id": "", "sampled_at": "2026-11-30T10:00:00Z", "samples": []}]')$$);
 SELECT (SELECT count(*) FROM opsmeter.billing_ledger) + (SELECT count(*) FROM opsmeter.billing_checkpoints)
      + (SELECT count(*) FROM opsmeter.billing_minutes) + (SELECT count(*) FROM opsmeter.billing_quota)
      + (SELECT count(*) FROM opsmeter.billing_source_sync) AS rows_written;
@@ -217,7 +225,7 @@ SELECT r->>'status' AS status, r->'source'->>'last_completed_until' AS completed
   FROM billing_advance_window('s4', '{"since": "2026-11-30T12:00:00Z", "until": "2026-11-30T11:30:00Z", "has_more": true}') r;
 SELECT r->>'status' AS status, r->'source'->>'last_completed_until' AS completed
   FROM billing_advance_window('s2', '{"since": "2026-11-30T11:00:00Z", "until": "2026-11-30T10:45:00Z"}') r;
--- a stale page (it overlaps what is done) bills its new samples but never moves the window back
+-- a stale page (it overlaps what is done) never moves the window back
 SELECT r->>'status' AS status, r->'source'->>'last_completed_until' AS completed
   FROM billing_advance_window('s2', '{"since": "2026-11-30T09:00:00Z", "until": "2026-11-30T09:30:00Z"}') r;
 -- pages that would move the window where no later page could repair it are the source's
@@ -228,6 +236,7 @@ SELECT r->>'status' AS status, r->'errors'->>0 AS error, r->'source'->>'last_com
   FROM (VALUES
     ('{"since": "2026-11-30T11:00:00Z", "until": "2026-11-30T12:00:00Z", "has_more": true, "next_cursor": "2030-01-01T00:00:00Z"}'::jsonb),
     ('{"since": "2026-11-30T11:00:00Z", "until": "2026-11-30T12:00:00Z", "has_more": true, "next_cursor": "2026-11-30T11:00:00Z"}'),
+    ('{"since": "2026-11-30T11:00:00Z", "until": "2026-11-30T12:00:00Z", "has_more": true, "next_cursor": 1764500400}'),
     ('{"since": "2026-11-30T11:00:00Z", "until": "2999-01-01T00:00:00Z"}'),
     ('{"since": "2026-11-30T11:10:00Z", "until": "2026-11-30T12:00:00Z"}'),
     (jsonb_build_object('since', '2026-11-30T11:00:00Z', 'until', '2026-11-30T12:00:00Z',
