@@ -125,3 +125,43 @@ SELECT bucket_start AT TIME ZONE 'UTC' AS bucket_utc, model, requests, round(suc
 
 \echo '--- pg_cron: the scheduled jobs'
 SELECT jobname, schedule, command FROM cron.job WHERE jobname LIKE 'opsmeter%' ORDER BY jobid;
+
+\echo '--- billing: an exporter (node-1, env demo) samples 20 accounts'' cumulative byte counters every 30 s;'
+\echo '    the last hour as one page, ingested, then ingested again: every sample a replay, nothing changes'
+\echo '    (when the demo runs again, what an earlier run billed is replayed the first time too)'
+\set QUIET on
+SET client_min_messages = warning;
+SET opsmeter.billing_first_sample = 'baseline';   -- the counters did not start at zero an hour ago
+SET opsmeter.billing_price_per_byte = '0.000000001';   -- accounts without a profile
+SELECT source_id, expected_node_id, expected_env FROM billing_source_upsert('demo-exporter', 'node-1', 'demo');
+SELECT count(*) AS profiles FROM (
+    SELECT billing_profile_upsert(md5('demo-account-' || a)::uuid, 20000000, 0.000000002, 1.5, 'demo-2026')
+      FROM generate_series(1, 10) a) p;   -- accounts 1 .. 10: 20 MB a month included; 11 .. 20: the defaults
+CREATE TEMP TABLE demo_page AS
+SELECT jsonb_agg(jsonb_build_object(
+           'node_id', 'node-1', 'env', 'demo',
+           'sampled_at', to_char(s.t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+           'samples', (SELECT jsonb_agg(jsonb_build_object(
+                                'account_id', md5('demo-account-' || a)::uuid,
+                                -- monotonic per account, the same on every run: a * 40 kB per 30 s
+                                'cumulative_bytes', a * 40000 * (extract(epoch FROM s.t)::bigint / 30)))
+                         FROM generate_series(1, 20) a)) ORDER BY s.t) AS page
+  FROM (SELECT date_trunc('minute', now()) - interval '1 hour' + i * interval '30 seconds' AS t
+          FROM generate_series(0, 119) i) s;
+SELECT r->>'status' AS status, r->>'processed_samples' AS processed, r->>'replayed_samples' AS replayed,
+       r->>'written_minutes' AS written_minutes
+  FROM demo_page, billing_ingest('demo-exporter', page) r;
+SELECT r->>'status' AS status, r->>'processed_samples' AS processed, r->>'replayed_samples' AS replayed,
+       r->>'written_minutes' AS written_minutes
+  FROM demo_page, billing_ingest('demo-exporter', page) r;
+SELECT right(l.account_id::text, 6) AS account, count(*) AS minutes, sum(l.bytes) AS bytes,
+       sum(l.included_bytes) AS included, sum(l.billable_bytes) AS billable, sum(l.amount) AS amount,
+       max(l.pricing_rule_version) AS rule
+  FROM opsmeter.billing_ledger l
+ WHERE l.storage_node_id = 'demo:node-1' AND l.account_id IN (md5('demo-account-1')::uuid, md5('demo-account-10')::uuid,
+                                                          md5('demo-account-11')::uuid, md5('demo-account-20')::uuid)
+ GROUP BY l.account_id ORDER BY bytes;
+SELECT source_id, healthy, last_result->>'status' AS last_status, window_since, window_until FROM billing_status();
+RESET opsmeter.billing_first_sample;
+RESET opsmeter.billing_price_per_byte;
+\set QUIET off
