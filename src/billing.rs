@@ -218,15 +218,16 @@ $fn$;
     requires = ["billing_tables", billing_window]
 );
 
-/// A source as `billing_ingest` checks it.
+/// A registered source and how far its window has been collected.
 struct Source {
     expected_node_id: Option<String>,
     expected_env: Option<String>,
+    enabled: bool,
     last_completed_until: Option<i64>,
 }
 
-/// The source, or 22023 when it is unknown or disabled.
-fn source(source_id: &str) -> Source {
+/// The source, or 22023 when it is not registered.
+fn lookup(source_id: &str) -> Source {
     let row = Spi::connect(|c| {
         let mut rows = c.select(
             "SELECT s.expected_node_id, s.expected_env, s.enabled, y.last_completed_until
@@ -238,31 +239,32 @@ fn source(source_id: &str) -> Source {
         )?;
         match rows.next() {
             None => Ok(None),
-            Some(r) => Ok(Some((
-                r.get::<String>(1)?,
-                r.get::<String>(2)?,
-                r.get::<bool>(3)?.unwrap_or(false),
-                r.get::<TimestampWithTimeZone>(4)?.map(us),
-            ))),
+            Some(r) => Ok(Some(Source {
+                expected_node_id: r.get::<String>(1)?,
+                expected_env: r.get::<String>(2)?,
+                enabled: r.get::<bool>(3)?.unwrap_or(false),
+                last_completed_until: r.get::<TimestampWithTimeZone>(4)?.map(us),
+            })),
         }
     })
     .unwrap_or_else(|e: pgrx::spi::Error| {
         pgrx::error!("opsmeter: could not read source {source_id}: {e}")
     });
-    match row {
-        None => Err(BillingError::unknown_source(source_id)).or_raise(),
-        Some((_, _, false, _)) => Err(BillingError::Argument {
+    row.unwrap_or_else(|| Err(BillingError::unknown_source(source_id)).or_raise())
+}
+
+/// The source, or 22023 when it is unknown or disabled.
+fn source(source_id: &str) -> Source {
+    let src = lookup(source_id);
+    if !src.enabled {
+        return Err(BillingError::Argument {
             arg: "source_id",
             expected: "an enabled source",
             got: format!("\"{source_id}\" (disabled)"),
         })
-        .or_raise(),
-        Some((n, e, true, done)) => Source {
-            expected_node_id: n,
-            expected_env: e,
-            last_completed_until: done,
-        },
+        .or_raise();
     }
+    src
 }
 
 /// What one ingest did, before the source's sync state is written.
@@ -289,14 +291,14 @@ fn spi_err<T>(what: &str) -> impl Fn(pgrx::spi::Error) -> T + '_ {
     move |e| pgrx::error!("opsmeter: could not {what}: {e}")
 }
 
-/// Locks the storage nodes a call bills (in lock-key order) and makes the statements after it
-/// read with a fresh snapshot: SPI reuses the caller's snapshot until the transaction has an
-/// xid, and a checkpoint another call wrote while we waited must be seen.
+/// Locks the storage nodes a call bills (in lock-key order). The statements after it read with
+/// a fresh snapshot, so a checkpoint another call wrote while we waited is seen: pgrx runs SPI
+/// read-only (on the caller's snapshot) only until the transaction has an xid, and running
+/// this statement through `Spi::run` assigns one.
 fn lock_nodes(nodes: Vec<String>) {
     Spi::run_with_args(
         &format!(
-            "SELECT pg_catalog.count(pg_catalog.pg_advisory_xact_lock({NODE_LOCK_CLASS}, s.h)),
-                    pg_catalog.max(pg_catalog.pg_current_xact_id()::text)
+            "SELECT pg_catalog.count(pg_catalog.pg_advisory_xact_lock({NODE_LOCK_CLASS}, s.h))
                FROM (SELECT DISTINCT pg_catalog.hashtext(n) AS h
                        FROM pg_catalog.unnest($1::text[]) n ORDER BY 1) s"
         ),
@@ -712,29 +714,11 @@ fn billing_window(
         name!(until, TimestampWithTimeZone),
     ),
 > {
-    let row = Spi::connect(|c| {
-        let mut rows = c.select(
-            "SELECT y.last_completed_until, pg_catalog.now()
-               FROM opsmeter.billing_sources s
-               LEFT JOIN opsmeter.billing_source_sync y ON y.source_id = s.source_id
-              WHERE s.source_id = $1",
-            Some(1),
-            &[source_id.into()],
-        )?;
-        match rows.next() {
-            None => Ok(None),
-            Some(r) => Ok(Some((
-                r.get::<TimestampWithTimeZone>(1)?,
-                r.get::<TimestampWithTimeZone>(2)?,
-            ))),
-        }
-    })
-    .unwrap_or_else(|e: pgrx::spi::Error| spi_err("read the source's window")(e));
-    let Some((last, now)) = row else {
-        return Err(BillingError::unknown_source(source_id)).or_raise();
-    };
+    let last = lookup(source_id).last_completed_until;
+    // SAFETY: reads the transaction's start time (what now() returns); no side effects.
+    let now = unsafe { pgrx::pg_sys::GetCurrentTransactionStartTimestamp() };
     let (lookback, delay) = crate::gucs::billing_window_us();
-    let (since, until) = bc::window(last.map(us), now.map(us).unwrap_or(0), lookback, delay);
+    let (since, until) = bc::window(last, now, lookback, delay);
     TableIterator::once((tstz(since), tstz(until)))
 }
 

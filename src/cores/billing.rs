@@ -379,16 +379,9 @@ pub fn month_of(t: i64) -> i64 {
     (days_from_civil(y, m, 1) - UNIX_TO_PG_EPOCH_DAYS) * USECS_PER_DAY
 }
 
-/// A minute as the ledger id names it: `YYYY-MM-DDTHH:MM:00Z`.
-pub fn minute_text(minute: i64) -> String {
-    let day = minute.div_euclid(USECS_PER_DAY);
-    let in_day = minute.rem_euclid(USECS_PER_DAY) / USECS_PER_MINUTE;
-    let (y, m, d) = civil_from_days(day + UNIX_TO_PG_EPOCH_DAYS);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:00Z",
-        in_day / 60,
-        in_day % 60
-    )
+/// A minute as the ledger id names it: `YYYY-MM-DDTHH:MM:00Z` (the minute `t` falls in).
+pub fn minute_text(t: i64) -> String {
+    time_text(minute_of(t))
 }
 
 /// The ledger id of a minute bucket: UUIDv5 in the RFC 4122 URL namespace of
