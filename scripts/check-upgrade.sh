@@ -2,7 +2,7 @@
 # Every released version upgrades to the current one with the same result as a fresh install:
 # for each frozen sql/opsmeter--<old>.sql, create the extension at <old> in a scratch database,
 # ALTER EXTENSION opsmeter UPDATE, and compare the extension's objects (definitions, flags,
-# comments, config tables) with a fresh CREATE EXTENSION.
+# comments, config tables) with a fresh CREATE EXTENSION; rows of the raw log tables survive.
 #   check-upgrade.sh SOCKDIR PORT
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -44,6 +44,35 @@ SELECT 'config: ' || unnest(extconfig)::regclass::text FROM pg_extension WHERE e
 ORDER BY 1;
 SQL
 
+# Rows in the raw log tables before the upgrade (they become partitioned by day in 0.7.0): the
+# same rows after it, each in its day's partition (one at created_at 'infinity' in the default
+# partition), and the ids go on from the old sequences.
+read -r -d '' SEED <<'SQL' || true
+INSERT INTO opsmeter.usage_logs (created_at, group_id, model, input_tokens, duration_ms)
+SELECT timestamptz '2026-11-20 00:00+00' + i * interval '37 minutes', 1 + i % 5, 'm' || i % 3, i, i * 7
+  FROM generate_series(1, 500) i;
+INSERT INTO opsmeter.usage_logs (created_at, group_id, model) VALUES ('infinity', 1, 'never');
+INSERT INTO opsmeter.error_logs (created_at, platform, group_id, status_code, error_message)
+SELECT timestamptz '2026-11-21 00:00+00' + i * interval '41 minutes', 'p' || i % 2, 1 + i % 5, 500, 'e' || i
+  FROM generate_series(1, 200) i;
+INSERT INTO opsmeter.log_records (created_at, model_name, status_code, latency_ms)
+SELECT timestamptz '2026-11-19 12:00+00' + i * interval '53 minutes', 'm' || i % 4, 200, i
+  FROM generate_series(1, 300) i;
+SQL
+ROWS="SELECT (SELECT count(*) || ':' || md5(string_agg(u::text, ',' ORDER BY id)) FROM opsmeter.usage_logs u) || ' ' ||
+             (SELECT count(*) || ':' || md5(string_agg(e::text, ',' ORDER BY id)) FROM opsmeter.error_logs e) || ' ' ||
+             (SELECT count(*) || ':' || md5(string_agg(l::text, ',' ORDER BY id)) FROM opsmeter.log_records l)"
+read -r -d '' PLACED <<'SQL' || true
+WITH n AS (INSERT INTO opsmeter.usage_logs (created_at) VALUES ('2026-11-20 12:00+00') RETURNING id)
+SELECT (SELECT count(*) FROM opsmeter.usage_logs_default WHERE created_at = 'infinity') = 1
+   AND (SELECT count(*) FROM opsmeter.usage_logs_default) + (SELECT count(*) FROM opsmeter.error_logs_default)
+       + (SELECT count(*) FROM opsmeter.log_records_default) = 1
+   AND NOT EXISTS (SELECT 1 FROM opsmeter.usage_logs u JOIN ops_log_partitions() p ON p.partition = u.tableoid
+                    WHERE NOT p.is_default AND p.day IS DISTINCT FROM (u.created_at AT TIME ZONE 'UTC')::date)
+   AND (SELECT count(*) FROM ops_log_partitions() WHERE day IS NOT NULL) > 10
+   AND n.id = 502
+  FROM n
+SQL
 "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_fresh" -c "CREATE DATABASE opsmeter_fresh"
 "${PSQL[@]}" -d opsmeter_fresh -c "CREATE EXTENSION opsmeter"
 fresh="$("${PSQL[@]}" -d opsmeter_fresh -Atc "$FINGERPRINT")"
@@ -55,8 +84,13 @@ for frozen in sql/opsmeter--*.sql; do
     # where CREATE EXTENSION ... VERSION finds it.
     install -m 644 "$frozen" "$extdir/opsmeter--$old.sql"
     "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_upgrade" -c "CREATE DATABASE opsmeter_upgrade"
-    "${PSQL[@]}" -d opsmeter_upgrade -c "CREATE EXTENSION opsmeter VERSION '$old'" \
-        -c "ALTER EXTENSION opsmeter UPDATE TO '$version'"
+    "${PSQL[@]}" -d opsmeter_upgrade -c "CREATE EXTENSION opsmeter VERSION '$old'" -c "$SEED"
+    before="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$ROWS")"
+    "${PSQL[@]}" -d opsmeter_upgrade -c "ALTER EXTENSION opsmeter UPDATE TO '$version'"
+    after="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$ROWS")"
+    [ "$before" = "$after" ] || die "upgrading $old -> $version changed the log tables' rows ($before -> $after)"
+    placed="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$PLACED")"
+    [ "$placed" = t ] || die "after upgrading $old -> $version the log rows are not in their day partitions, or ids do not continue"
     upgraded="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$FINGERPRINT")"
     if ! diff -u <(echo "$fresh") <(echo "$upgraded"); then
         die "upgrading $old -> $version differs from a fresh $version install (diff above: - fresh, + upgraded)"

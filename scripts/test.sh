@@ -6,7 +6,8 @@
 #                plus: the install script matches its frozen sql/ copy, a pg_dump/restore
 #                round trip, every frozen old version upgrades to a fresh install's catalog, and
 #                the concurrency tests in tests/concurrency (several real sessions), and the
-#                README's pg_cron recipe run by a real pg_cron (tests/cron)
+#                README's pg_cron recipe run by a real pg_cron (tests/cron), and the background
+#                worker in a cluster preloading opsmeter and pg_cron (tests/worker)
 # Prints each runner's summary and a closing total.
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -103,7 +104,13 @@ q="SELECT id, s::text, ops_quantile(s, 0.99) FROM sketch_dump_check ORDER BY id;
    SELECT c::text FROM opsmeter.billing_checkpoints c ORDER BY storage_node_id, account_id;
    SELECT m::text FROM opsmeter.billing_minutes m ORDER BY storage_node_id, account_id, minute;
    SELECT l::text FROM opsmeter.billing_ledger l ORDER BY id;
-   SELECT q::text FROM opsmeter.billing_quota q ORDER BY account_id, period_start"
+   SELECT q::text FROM opsmeter.billing_quota q ORDER BY account_id, period_start;
+   SELECT count(*), md5(string_agg(u::text, ',' ORDER BY id)) FROM opsmeter.usage_logs u;
+   SELECT count(*), md5(string_agg(e::text, ',' ORDER BY id)) FROM opsmeter.error_logs e;
+   SELECT count(*), md5(string_agg(l::text, ',' ORDER BY id)) FROM opsmeter.log_records l;
+   SELECT * FROM ops_log_partitions();
+   SELECT r::text FROM opsmeter.job_runs r ORDER BY id;
+   SELECT s::text FROM opsmeter.job_state s ORDER BY job"
 if diff <("${PSQL[@]}" -d opsmeter_regress -Atc "$q") <("${PSQL[@]}" -d opsmeter_restore -Atc "$q") >/dev/null \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM sketch_dump_check")" -gt 0 ] \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.metrics_hourly")" -gt 0 ] \
@@ -111,11 +118,13 @@ if diff <("${PSQL[@]}" -d opsmeter_regress -Atc "$q") <("${PSQL[@]}" -d opsmeter
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.daily_stats")" -gt 0 ] \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.operations")" -gt 0 ] \
    && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.cursors")" -gt 0 ] \
-   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.billing_ledger")" -gt 0 ]; then
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.billing_ledger")" -gt 0 ] \
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM ops_log_partitions() WHERE day IS NOT NULL")" -gt 0 ] \
+   && [ "$("${PSQL[@]}" -d opsmeter_restore -Atc "SELECT count(*) FROM opsmeter.job_runs")" -gt 0 ]; then
     echo "test pg_dump/restore                ... ok"
     PASSED[regress]=$(( PASSED[regress] + 1 ))
 else
-    die "sketches, rollup rows, records, daily stats, queue or billing tables differ after pg_dump/restore"
+    die "sketches, rollup rows, records, daily stats, queue, billing, log partitions or job tables differ after pg_dump/restore"
 fi
 
 "$ROOT/scripts/check-upgrade.sh" "$SOCK" "$TEST_PORT" | tee "$LOGS/upgrade.log"
@@ -132,6 +141,10 @@ PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/concurrency.l
 
 "$ROOT/tests/cron/rollups.sh" check "$SOCK" "$TEST_PORT" | tee "$LOGS/cron.log"
 PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/cron.log") ))
+
+# the background worker, in a cluster of its own that preloads opsmeter and pg_cron
+"$ROOT/tests/worker/worker.sh" "$((TEST_PORT + 1))" | tee "$LOGS/worker.log"
+PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/worker.log") ))
 fi
 
 total=$(( PASSED[core] + PASSED[pg_test] + PASSED[regress] ))

@@ -73,6 +73,14 @@ COMMENT ON FUNCTION billing_ingest(text, jsonb) IS 'opsmeter billing: ingest a J
 COMMENT ON FUNCTION billing_advance_window(text, jsonb) IS 'opsmeter billing: ingest one page of a source''s window ({since, until, snapshots, has_more, next_cursor}) and move last_completed_until to next_cursor (has_more) or until, never backwards; since > until moves it with no work; recorded errors (nothing billed or moved): has_more with an empty, non-RFC 3339 or out-of-window next_cursor, an until in the future, a since after last_completed_until, a snapshot after until; returns the job result';
 COMMENT ON FUNCTION billing_window(text) IS 'opsmeter billing: the window a source''s collector should fetch next: since = last_completed_until or now() - opsmeter.billing_lookback, until = now() - opsmeter.billing_delay';
 COMMENT ON FUNCTION billing_status() IS 'opsmeter billing: one row per source: enabled, expected node/env, current window, last completed, last success, last error, last result, and healthy (the last result is not an error)';
+COMMENT ON FUNCTION ops_run_job(text) IS 'opsmeter jobs: run one job now in this session (rollup, daily_stats, partitions, retention, or a registered queue worker) under its advisory lock; another run holding it makes this one skipped; a failure is recorded, not raised; returns {job, status ok/error/skipped, rows, message, duration_ms}; what the background worker and pg_cron call';
+COMMENT ON FUNCTION ops_health() IS 'opsmeter jobs: one row per job: last status, last run, last OK run, next run as the worker schedules it, consecutive failures, lag (rollup: now - end of the latest rolled-up hour; daily_stats: now - end of the latest written day; queue workers: age of the oldest operation still to be done) and the last message';
+COMMENT ON FUNCTION ops_worker_register(text, regprocedure, integer, interval) IS 'opsmeter jobs: register or replace a queue worker: handler(op opsmeter.operations) called per claimed operation, batch (1 .. 10000) at a time, every (10 ms .. 1 day); a return completes the operation in the handler''s transaction, an exception fails it with its message; true when new; superusers only unless granted';
+COMMENT ON FUNCTION ops_worker_unregister(text) IS 'opsmeter jobs: remove a queue worker and its job state; true if it existed';
+COMMENT ON FUNCTION ops_worker_run(text) IS 'opsmeter jobs: run one batch of a queue worker in this session and transaction, without the job lock (claims never overlap); returns operations completed';
+COMMENT ON FUNCTION ops_workers() IS 'opsmeter jobs: the registered queue workers with their handler, batch, interval, registration and last run';
+COMMENT ON FUNCTION ops_log_partitions() IS 'opsmeter jobs: the partitions of opsmeter.usage_logs, error_logs, log_records and request_records, the UTC day each holds (NULL for a default partition) and whether it is the default';
+REVOKE ALL ON FUNCTION ops_worker_register(text, regprocedure, integer, interval) FROM PUBLIC;
 "#,
     name = "comments",
     finalize,
@@ -84,6 +92,8 @@ COMMENT ON FUNCTION billing_status() IS 'opsmeter billing: one row per source: e
         "daily_stats_tables",
         "queue_tables",
         "billing_tables",
-        "billing_status"
+        "billing_status",
+        "job_tables",
+        "log_partitions"
     ]
 );

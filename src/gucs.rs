@@ -4,7 +4,7 @@
 //! The `opsmeter.` prefix is reserved: once the library is loaded, `SET opsmeter.<typo>` is an
 //! error instead of a silently ignored placeholder.
 
-use crate::cores::{billing, queue};
+use crate::cores::{billing, jobs, queue};
 use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::{CStr, CString};
 
@@ -63,6 +63,35 @@ static BILLING_LOOKBACK_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 /// `opsmeter.billing_delay`: how far behind now() a window ends, so exporters have finished it.
 static BILLING_DELAY_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 
+/// `opsmeter.database`: the database the background worker runs in (unset: no worker). Read at
+/// server start; defined only when the library is preloaded.
+static WORKER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// `opsmeter.rollup_interval`: how often the `rollup` job runs.
+static ROLLUP_INTERVAL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1 minute"));
+
+/// `opsmeter.maintenance_interval`: how often the `partitions` and `retention` jobs run.
+static MAINTENANCE_INTERVAL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1 hour"));
+
+/// `opsmeter.daily_stats_at`: the UTC time of day after which yesterday's daily stats are written.
+static DAILY_STATS_AT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"00:05"));
+
+/// `opsmeter.daily_stats_catch_up`: the most days one `daily_stats` run writes after downtime.
+static DAILY_STATS_CATCH_UP: GucSetting<i32> = GucSetting::<i32>::new(7);
+
+/// `opsmeter.partitions_ahead`: how many days of partitions exist ahead of today.
+static PARTITIONS_AHEAD: GucSetting<i32> = GucSetting::<i32>::new(3);
+
+/// `opsmeter.retention`: how long the raw log tables keep a day (0: keep everything).
+static RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"30 days"));
+
+/// `opsmeter.job_runs_keep`: how many rows `opsmeter.job_runs` keeps.
+static JOB_RUNS_KEEP: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
 /// The text a string check hook is offered (None for a NULL value).
 ///
 /// # Safety
@@ -118,6 +147,16 @@ text_check_hook!(check_billing_multiplier, |s| billing::check_multiplier(
 ));
 text_check_hook!(check_billing_first_sample, billing::FirstSample::parse);
 text_check_hook!(check_billing_reset_policy, billing::ResetPolicy::parse);
+text_check_hook!(check_rollup_interval, |s| jobs::job_interval(
+    "opsmeter.rollup_interval",
+    s
+));
+text_check_hook!(check_maintenance_interval, |s| jobs::job_interval(
+    "opsmeter.maintenance_interval",
+    s
+));
+text_check_hook!(check_daily_stats_at, jobs::daily_at);
+text_check_hook!(check_retention, jobs::retention);
 
 type CheckHook = unsafe extern "C-unwind" fn(
     *mut *mut core::ffi::c_char,
@@ -131,6 +170,7 @@ fn define_checked_text(
     long: &'static CStr,
     setting: &'static GucSetting<Option<CString>>,
     hook: CheckHook,
+    context: GucContext,
 ) {
     // SAFETY: the check hooks are #[pg_guard]ed and only read their argument.
     unsafe {
@@ -139,7 +179,7 @@ fn define_checked_text(
             short,
             long,
             setting,
-            GucContext::Userset,
+            context,
             GucFlags::default(),
             Some(hook),
             None,
@@ -249,6 +289,7 @@ pub fn init() {
         c"An integer 0 .. 9223372036854775807 (default 0); consumed before any byte is billable.",
         &BILLING_INCLUDED_QUOTA,
         check_billing_quota,
+        GucContext::Userset,
     );
     define_checked_text(
         c"opsmeter.billing_price_per_byte",
@@ -256,6 +297,7 @@ pub fn init() {
         c"A decimal number >= 0, read as numeric (default '0').",
         &BILLING_PRICE,
         check_billing_price,
+        GucContext::Userset,
     );
     define_checked_text(
         c"opsmeter.billing_multiplier",
@@ -263,6 +305,7 @@ pub fn init() {
         c"A decimal number, read as numeric (default '1'); a multiplier <= 0 means 1.",
         &BILLING_MULTIPLIER,
         check_billing_multiplier,
+        GucContext::Userset,
     );
     define_checked_text(
         c"opsmeter.billing_first_sample",
@@ -270,6 +313,7 @@ pub fn init() {
         c"full (default): its whole value, the counter started at zero; baseline: nothing, it only sets the checkpoint.",
         &BILLING_FIRST_SAMPLE,
         check_billing_first_sample,
+        GucContext::Userset,
     );
     define_checked_text(
         c"opsmeter.billing_reset_policy",
@@ -277,6 +321,7 @@ pub fn init() {
         c"skip (default, as the seed): nothing; from_zero: the new value, as Prometheus counts it. The checkpoint moves either way.",
         &BILLING_RESET_POLICY,
         check_billing_reset_policy,
+        GucContext::Userset,
     );
     GucRegistry::define_int_guc(
         c"opsmeter.billing_lookback",
@@ -298,8 +343,132 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::UNIT_S,
     );
+    define_job_settings();
     // SAFETY: called once from _PG_init in the postmaster or a backend; the string is static.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"opsmeter".as_ptr()) };
+}
+
+/// The background worker's and the jobs' settings. Jobs run as superuser-only settings
+/// (`SUSET`): set them in postgresql.conf or with ALTER SYSTEM and reload, so the worker sees
+/// them too; a superuser may still SET them in a session for one `ops_run_job` call.
+fn define_job_settings() {
+    // SAFETY: reads a flag PostgreSQL sets while it loads shared_preload_libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        // A PGC_POSTMASTER setting may only be defined while preloading.
+        GucRegistry::define_string_guc(
+            c"opsmeter.database",
+            c"Database the opsmeter background worker runs its jobs in (unset: no worker).",
+            c"Needs shared_preload_libraries = 'opsmeter' and a server restart. The worker waits for CREATE EXTENSION opsmeter there.",
+            &WORKER_DATABASE,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
+    }
+    define_checked_text(
+        c"opsmeter.rollup_interval",
+        c"How often the rollup job (ops_rollup_catch_up) runs.",
+        c"A fixed-length interval from 1 second to 1 day (default '1 minute').",
+        &ROLLUP_INTERVAL,
+        check_rollup_interval,
+        GucContext::Suset,
+    );
+    define_checked_text(
+        c"opsmeter.maintenance_interval",
+        c"How often the partitions and retention jobs run.",
+        c"A fixed-length interval from 1 second to 1 day (default '1 hour').",
+        &MAINTENANCE_INTERVAL,
+        check_maintenance_interval,
+        GucContext::Suset,
+    );
+    define_checked_text(
+        c"opsmeter.daily_stats_at",
+        c"UTC time of day after which the daily_stats job writes yesterday.",
+        c"HH:MM or HH:MM:SS, 00:00 .. 23:59:59 (default '00:05').",
+        &DAILY_STATS_AT,
+        check_daily_stats_at,
+        GucContext::Suset,
+    );
+    GucRegistry::define_int_guc(
+        c"opsmeter.daily_stats_catch_up",
+        c"The most days one daily_stats run writes, oldest first, after downtime.",
+        c"Days since the latest written day, up to yesterday; 1 .. 366 (default 7).",
+        &DAILY_STATS_CATCH_UP,
+        1,
+        366,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"opsmeter.partitions_ahead",
+        c"Days of day partitions the partitions job keeps ahead of today.",
+        c"0 .. 366 (default 3); for usage_logs, error_logs, log_records and request_records.",
+        &PARTITIONS_AHEAD,
+        0,
+        366,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    define_checked_text(
+        c"opsmeter.retention",
+        c"How long the raw log tables keep a day; older day partitions are dropped.",
+        c"0 keeps everything; otherwise an interval of at least 1 day (default '30 days'). Only opsmeter's own usage_logs, error_logs and log_records.",
+        &RETENTION,
+        check_retention,
+        GucContext::Suset,
+    );
+    GucRegistry::define_int_guc(
+        c"opsmeter.job_runs_keep",
+        c"How many rows opsmeter.job_runs keeps (the newest).",
+        c"Older rows are trimmed after each recorded run; 10 .. 100000000 (default 10000).",
+        &JOB_RUNS_KEEP,
+        10,
+        100_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// `opsmeter.database`, when the library was preloaded and it is set.
+pub fn worker_database() -> Option<String> {
+    WORKER_DATABASE
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The settings that decide when jobs are due (values were checked when they were set).
+pub fn job_schedule() -> jobs::Schedule {
+    let d = jobs::Schedule::default();
+    jobs::Schedule {
+        rollup_every_us: jobs::job_interval("opsmeter.rollup_interval", &text_of(&ROLLUP_INTERVAL))
+            .unwrap_or(d.rollup_every_us),
+        maintenance_every_us: jobs::job_interval(
+            "opsmeter.maintenance_interval",
+            &text_of(&MAINTENANCE_INTERVAL),
+        )
+        .unwrap_or(d.maintenance_every_us),
+        daily_at_us: jobs::daily_at(&text_of(&DAILY_STATS_AT)).unwrap_or(d.daily_at_us),
+    }
+}
+
+/// `opsmeter.daily_stats_catch_up`.
+pub fn daily_stats_catch_up() -> i32 {
+    DAILY_STATS_CATCH_UP.get()
+}
+
+/// `opsmeter.partitions_ahead`.
+pub fn partitions_ahead() -> i32 {
+    PARTITIONS_AHEAD.get()
+}
+
+/// `opsmeter.retention` in microseconds (0: keep everything).
+pub fn retention_us() -> Result<i64, jobs::JobError> {
+    jobs::retention(&text_of(&RETENTION))
+}
+
+/// `opsmeter.job_runs_keep`.
+pub fn job_runs_keep() -> i64 {
+    JOB_RUNS_KEEP.get() as i64
 }
 
 /// `opsmeter.rollup_lag` in microseconds.

@@ -12,21 +12,30 @@ mod comments;
 mod daily_stats;
 mod error;
 mod gucs;
+mod jobs;
+mod partitions;
 mod queue;
 mod records;
 mod rollups;
 mod schema;
 mod sketch;
 mod sources;
+mod subxact;
 mod types;
 mod version;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
-/// Library load hook: registers settings. Works with and without `shared_preload_libraries`.
+/// Library load hook: registers settings, and with `shared_preload_libraries` the background
+/// worker. Works with and without preloading.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    // SAFETY: reads a flag PostgreSQL sets while it loads shared_preload_libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register();
+    }
 }
 
 /// Cross-cutting `#[pg_test]`s (catalog hygiene, upgrade checks) live in `pgrx-tests/`.

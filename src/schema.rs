@@ -42,11 +42,14 @@ CREATE TABLE opsmeter.usage_logs (
     cache_creation_tokens bigint NOT NULL DEFAULT 0,
     cache_read_tokens     bigint NOT NULL DEFAULT 0,
     duration_ms           integer,
-    first_token_ms        integer,
-    PRIMARY KEY (created_at, id)
-);
-COMMENT ON TABLE opsmeter.usage_logs IS 'opsmeter default "usage_logs" source: one row per successful gateway request (tokens, duration, time to first token)';
-SELECT pg_catalog.pg_extension_config_dump('opsmeter.usage_logs', '');
+    first_token_ms        integer
+) PARTITION BY RANGE (created_at);
+COMMENT ON TABLE opsmeter.usage_logs IS 'opsmeter default "usage_logs" source: one row per successful gateway request (tokens, duration, time to first token); range-partitioned by UTC day (opsmeter.usage_logs_pYYYYMMDD, created ahead by the partitions job, dropped by retention)';
+-- Rows of days without a partition land here; the partitions job moves them into their day.
+CREATE TABLE opsmeter.usage_logs_default PARTITION OF opsmeter.usage_logs DEFAULT;
+ALTER TABLE opsmeter.usage_logs_default ADD PRIMARY KEY (created_at, id);
+COMMENT ON TABLE opsmeter.usage_logs_default IS 'opsmeter: default partition of opsmeter.usage_logs: rows of UTC days that have no day partition yet (the partitions job moves them into one)';
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.usage_logs_default', '');
 SELECT pg_catalog.pg_extension_config_dump('opsmeter.usage_logs_id_seq', '');
 
 CREATE TABLE opsmeter.error_logs (
@@ -59,11 +62,14 @@ CREATE TABLE opsmeter.error_logs (
     upstream_status_code integer,
     error_owner          text,
     is_business_limited  boolean NOT NULL DEFAULT false,
-    error_message        text,
-    PRIMARY KEY (created_at, id)
-);
-COMMENT ON TABLE opsmeter.error_logs IS 'opsmeter default "error_logs" source: one row per failed gateway request (client and upstream status, owner, business limiting)';
-SELECT pg_catalog.pg_extension_config_dump('opsmeter.error_logs', '');
+    error_message        text
+) PARTITION BY RANGE (created_at);
+COMMENT ON TABLE opsmeter.error_logs IS 'opsmeter default "error_logs" source: one row per failed gateway request (client and upstream status, owner, business limiting); range-partitioned by UTC day (opsmeter.error_logs_pYYYYMMDD, created ahead by the partitions job, dropped by retention)';
+-- Rows of days without a partition land here; the partitions job moves them into their day.
+CREATE TABLE opsmeter.error_logs_default PARTITION OF opsmeter.error_logs DEFAULT;
+ALTER TABLE opsmeter.error_logs_default ADD PRIMARY KEY (created_at, id);
+COMMENT ON TABLE opsmeter.error_logs_default IS 'opsmeter: default partition of opsmeter.error_logs: rows of UTC days that have no day partition yet (the partitions job moves them into one)';
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.error_logs_default', '');
 SELECT pg_catalog.pg_extension_config_dump('opsmeter.error_logs_id_seq', '');
 
 CREATE TABLE opsmeter.log_records (
@@ -73,11 +79,14 @@ CREATE TABLE opsmeter.log_records (
     status_code integer NOT NULL DEFAULT 0,
     tokens_in   bigint NOT NULL DEFAULT 0,
     tokens_out  bigint NOT NULL DEFAULT 0,
-    latency_ms  bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (created_at, id)
-);
-COMMENT ON TABLE opsmeter.log_records IS 'opsmeter default "log_records" source: one row per request as the daily stats job reads it';
-SELECT pg_catalog.pg_extension_config_dump('opsmeter.log_records', '');
+    latency_ms  bigint NOT NULL DEFAULT 0
+) PARTITION BY RANGE (created_at);
+COMMENT ON TABLE opsmeter.log_records IS 'opsmeter default "log_records" source: one row per request as the daily stats job reads it; range-partitioned by UTC day (opsmeter.log_records_pYYYYMMDD, created ahead by the partitions job, dropped by retention)';
+-- Rows of days without a partition land here; the partitions job moves them into their day.
+CREATE TABLE opsmeter.log_records_default PARTITION OF opsmeter.log_records DEFAULT;
+ALTER TABLE opsmeter.log_records_default ADD PRIMARY KEY (created_at, id);
+COMMENT ON TABLE opsmeter.log_records_default IS 'opsmeter: default partition of opsmeter.log_records: rows of UTC days that have no day partition yet (the partitions job moves them into one)';
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.log_records_default', '');
 SELECT pg_catalog.pg_extension_config_dump('opsmeter.log_records_id_seq', '');
 "#,
     name = "schema",

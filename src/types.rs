@@ -51,6 +51,41 @@ unsafe impl pgrx::callconv::BoxRet for Regclass {
     }
 }
 
+/// A `regprocedure` argument: a function's OID, printed by PostgreSQL as its signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Regprocedure(pub pg_sys::Oid);
+
+impl FromDatum for Regprocedure {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        // SAFETY: a regprocedure datum is an Oid by value.
+        unsafe { pg_sys::Oid::from_polymorphic_datum(datum, is_null, typoid) }.map(Regprocedure)
+    }
+}
+
+impl IntoDatum for Regprocedure {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        self.0.into_datum()
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::REGPROCEDUREOID
+    }
+}
+
+pgrx::impl_sql_translatable!(Regprocedure, "regprocedure");
+
+// SAFETY: a regprocedure argument is an Oid passed by value, read through FromDatum above.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regprocedure {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("regprocedure argument {index} must not be null"))
+    }
+}
+
 /// A `jsonb` argument read as its text (`jsonb_out`), for a core that parses JSON itself and
 /// reports malformed input as an `ERROR` of its own (pgrx's `JsonB` panics on a number that
 /// does not fit a double).

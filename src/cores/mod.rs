@@ -5,6 +5,7 @@
 
 pub mod billing;
 pub mod daily_stats;
+pub mod jobs;
 pub mod queue;
 pub mod records;
 pub mod rollup;

@@ -459,7 +459,11 @@ pub fn day_text(day: i32) -> String {
 
 /// The day of a partition named by [`partition_name`]; None for any other name.
 pub fn partition_day(name: &str) -> Option<i32> {
-    let ymd = name.strip_prefix(PARTITION_PREFIX)?;
+    ymd_day(name.strip_prefix(PARTITION_PREFIX)?)
+}
+
+/// The day written as `YYYYMMDD` (a partition name's suffix); None for anything else.
+pub fn ymd_day(ymd: &str) -> Option<i32> {
     if ymd.len() != 8 || !ymd.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }

@@ -6,8 +6,8 @@
 #   tests/cron/rollups.sh check SOCKDIR PORT   waits (up to CRON_WAIT seconds) for a successful
 #                                              run of each job, then checks what each did (the
 #                                              rollup against the exact oracle)
-# The README's daily jobs (daily stats at 00:05 UTC, record partitions and retention at 00:15)
-# are scheduled every minute here, with the README's commands.
+# The README's daily and hourly jobs (ops_run_job for daily_stats, partitions, retention; the
+# records' cleanup) are scheduled every minute here, with the README's commands.
 # Debian's pg_cron 1.4 schedules by the minute, so `start` runs early and `check` late.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -28,6 +28,11 @@ start)
         -c "SELECT cron.unschedule(jobid) FROM cron.job" -c "TRUNCATE cron.job_run_details" \
         -c "DROP EXTENSION IF EXISTS opsmeter CASCADE" -c "DROP SCHEMA IF EXISTS oracle CASCADE" \
         -c "CREATE EXTENSION opsmeter" -f tests/oracle/rollups_oracle.sql -f tests/oracle/compare.sql >/dev/null
+    # yesterday is due from 00:00 UTC, not 00:05, so a run just after midnight is checked alike;
+    # retention keeps the fixed test day (2026-11-21), however long ago it is
+    "${PSQL[@]}" -d "$DB" -c "SET client_min_messages = warning" -c "SELECT opsmeter_version()" \
+        -c "ALTER DATABASE $DB SET opsmeter.daily_stats_at = '00:00'" \
+        -c "ALTER DATABASE $DB SET opsmeter.retention = '0'" >/dev/null
     "${PSQL[@]}" -d "$DB" -v day=2026-11-21 -v usage_rows=20000 -v seed=0.3 -f bench/traffic.sql >/dev/null
     # yesterday's log_records (daily stats) and request records of 40 days ago and of today
     "${PSQL[@]}" -d "$DB" <<'SQL' >/dev/null
@@ -40,19 +45,19 @@ SELECT ops_add_records((SELECT jsonb_agg(jsonb_build_object('api_type', 'message
            'created_at', to_char(now() AT TIME ZONE 'UTC' - d * interval '1 day', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')))
          FROM generate_series(1, 100) i, (VALUES (40), (0)) v(d)));
 SQL
-    # the recipe, as the README gives it (every minute instead of daily)
-    "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.schedule('opsmeter-rollup', '* * * * *', \$\$SELECT ops_rollup_catch_up()\$\$)" \
-        -c "SELECT cron.schedule('opsmeter-daily-stats', '* * * * *', \$\$SELECT ops_daily_stats_run()\$\$)" \
-        -c "SELECT cron.schedule('opsmeter-records', '* * * * *', \$\$
-    SELECT ops_create_record_partitions((now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date + 2),
-           ops_cleanup_records(now() - interval '30 days')\$\$)" >/dev/null
+    # the recipe, as the README gives it (every minute instead of daily or hourly)
+    "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.schedule('opsmeter-rollup', '* * * * *', \$\$SELECT ops_run_job('rollup')\$\$)" \
+        -c "SELECT cron.schedule('opsmeter-daily-stats', '* * * * *', \$\$SELECT ops_run_job('daily_stats')\$\$)" \
+        -c "SELECT cron.schedule('opsmeter-partitions', '* * * * *', \$\$SELECT ops_run_job('partitions')\$\$)" \
+        -c "SELECT cron.schedule('opsmeter-retention', '* * * * *', \$\$SELECT ops_run_job('retention')\$\$)" \
+        -c "SELECT cron.schedule('opsmeter-records', '* * * * *', \$\$SELECT ops_cleanup_records(now() - interval '30 days')\$\$)" >/dev/null
     ;;
 check)
     deadline=$(( $(date +%s) + ${CRON_WAIT:-100} ))
     status=""
     while [ "$(date +%s)" -lt "$deadline" ]; do
-        # each job's first finished run; done when all three have one
-        status=$("${PSQL[@]}" -d "$DB" -Atc "SELECT CASE WHEN count(*) = 3 THEN string_agg(j.jobname || ' ' || r.status || ': ' || coalesce(r.return_message, ''), '; ') END
+        # each job's first finished run; done when all five have one
+        status=$("${PSQL[@]}" -d "$DB" -Atc "SELECT CASE WHEN count(*) = 5 THEN string_agg(j.jobname || ' ' || r.status || ': ' || coalesce(r.return_message, ''), '; ') END
                                                FROM cron.job j
                                                JOIN LATERAL (SELECT * FROM cron.job_run_details d WHERE d.jobid = j.jobid
                                                                AND d.status IN ('succeeded', 'failed')
@@ -61,16 +66,17 @@ check)
         sleep 2
     done
     case "$status" in
-    "") die "pg_cron did not run all three opsmeter jobs within ${CRON_WAIT:-100} s" ;;
+    "") die "pg_cron did not run all five opsmeter jobs within ${CRON_WAIT:-100} s" ;;
     *failed*) die "a pg_cron job failed: $status" ;;
     esac
     diff=$("${PSQL[@]}" -d "$DB" -Atc "SELECT d.ops_rows > 0 AND d.missing + d.extra + d.bad_counts + d.bad_percentiles + d.bad_avg_max = 0
                                          FROM oracle.hourly_diff('2026-11-21 00:00+00', '2026-11-22 00:00+00') d")
     [ "$diff" = t ] || die "the rollup pg_cron ran differs from the oracle"
-    echo "test pg_cron runs ops_rollup_catch_up  ... ok"
+    echo "test pg_cron runs ops_run_job(rollup)  ... ok"
     # (bench/traffic.sql also logs requests on 2026-11-21, which may be yesterday)
     ok=$("${PSQL[@]}" -d "$DB" -Atc "SELECT (d.requests, d.success, d.failed, d.tokens_in, d.tokens_out) = (l.n, l.ok, l.bad, l.tin, l.tout)
-                                          AND (SELECT count(*) = 1 FROM opsmeter.daily_stats)
+                                          AND (SELECT count(*) = 1 FROM opsmeter.daily_stats
+                                                WHERE date >= (now() AT TIME ZONE 'UTC')::date - 7)
                                      FROM opsmeter.daily_stats d,
                                           LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE status_code BETWEEN 200 AND 399) AS ok,
                                                           count(*) FILTER (WHERE status_code >= 400 OR status_code = 0) AS bad,
@@ -79,12 +85,18 @@ check)
                                                     WHERE created_at >= d.date::timestamp AT TIME ZONE 'UTC'
                                                       AND created_at < (d.date + 1)::timestamp AT TIME ZONE 'UTC') l
                                     WHERE d.date = (now() AT TIME ZONE 'UTC')::date - 1")
-    [ "$ok" = t ] || die "pg_cron's ops_daily_stats_run did not write yesterday's row as expected"
-    echo "test pg_cron runs ops_daily_stats_run  ... ok"
-    ok=$("${PSQL[@]}" -d "$DB" -Atc "SELECT (SELECT array_agg(day - (now() AT TIME ZONE 'UTC')::date ORDER BY day) FROM ops_record_partitions()) = '{0,1,2}'
+    [ "$ok" = t ] || die "pg_cron's daily_stats job did not write yesterday's row as expected"
+    echo "test pg_cron runs ops_run_job(daily_stats) ... ok"
+    ok=$("${PSQL[@]}" -d "$DB" -Atc "SELECT (SELECT array_agg(day - (now() AT TIME ZONE 'UTC')::date ORDER BY day) FROM ops_record_partitions()) = '{0,1,2,3}'
+                                          AND (SELECT count(*) FROM ops_log_partitions() WHERE day >= (now() AT TIME ZONE 'UTC')::date) = 16
+                                          AND (SELECT count(*) FROM opsmeter.usage_logs_default) = 0
                                           AND (SELECT count(*) FROM opsmeter.request_records) = 100")
-    [ "$ok" = t ] || die "pg_cron's records job did not create the partitions ahead or drop the 40-day-old one"
-    echo "test pg_cron runs the records job      ... ok"
+    [ "$ok" = t ] || die "pg_cron's partitions and records jobs did not create the partitions ahead, move the logs out of the default partitions or drop the 40-day-old records"
+    echo "test pg_cron runs partitions, records  ... ok"
+    ok=$("${PSQL[@]}" -d "$DB" -Atc "SELECT count(DISTINCT job) = 4 AND bool_and(status = 'ok') AND bool_and(runner <> 'opsmeter worker')
+                                     FROM opsmeter.job_runs")
+    [ "$ok" = t ] || die "opsmeter.job_runs does not show pg_cron's ok runs of the four jobs"
+    echo "test job_runs shows pg_cron's runs     ... ok"
     "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.unschedule(jobid) FROM cron.job" >/dev/null
     ;;
 esac
