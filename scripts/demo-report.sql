@@ -123,8 +123,16 @@ SELECT bucket_start AT TIME ZONE 'UTC' AS bucket_utc, requests, failures, round(
 SELECT bucket_start AT TIME ZONE 'UTC' AS bucket_utc, model, requests, round(success_rate::numeric, 2) AS success_pct, round(latency_p99_ms) AS p99_ms
   FROM ops_model_history('messages', now() - interval '1 day', 86400, 'key-5');
 
-\echo '--- pg_cron: the scheduled jobs'
-SELECT jobname, schedule, command FROM cron.job WHERE jobname LIKE 'opsmeter%' ORDER BY jobid;
+\echo '--- the background worker: its jobs ran by themselves (ops_health(), opsmeter.job_runs)'
+SELECT pid, backend_type, state, query FROM pg_stat_activity WHERE backend_type = 'opsmeter worker';
+SELECT job, last_status, next_run_at - now() AS next_in, consecutive_failures, lag,
+       left(last_message, 60) AS last_message
+  FROM ops_health() ORDER BY job;
+SELECT job, status, rows, runner, left(message, 50) AS message
+  FROM opsmeter.job_runs ORDER BY id DESC LIMIT 8;
+SELECT parent, count(*) FILTER (WHERE day >= (now() AT TIME ZONE 'UTC')::date) AS days_ahead,
+       count(*) FILTER (WHERE day < (now() AT TIME ZONE 'UTC')::date) AS past_days
+  FROM ops_log_partitions() GROUP BY parent ORDER BY parent::text;
 
 \echo '--- billing: an exporter (node-1, env demo) samples 20 accounts'' cumulative byte counters every 30 s;'
 \echo '    the last hour as one page, ingested, then ingested again: every sample a replay, nothing changes'
