@@ -6,7 +6,8 @@
 #  2. with it, the worker waits for CREATE EXTENSION (one LOG line, no error loop);
 #  3. traffic committed with CREATE EXTENSION: metrics_hourly/daily (equal to the exact
 #     oracle), yesterday's daily_stats and the day partitions ahead appear by themselves, and
-#     yesterday's rows leave the default partitions;
+#     yesterday's rows leave the default partitions; then new traffic is rolled up within two
+#     rollup intervals;
 #  4. pg_terminate_backend(worker): it comes back and rolls up new traffic;
 #  5. a source re-pointed at a dropped table: rollup runs are recorded as errors while the
 #     partitions job and a queue worker go on; resetting the source heals it;
@@ -101,6 +102,19 @@ ok=$(q "SELECT (d.requests, d.success, d.failed) = (SELECT count(*), count(*) FI
 ok=$(q "SELECT count(DISTINCT job) = 4 FROM opsmeter.job_runs WHERE runner = 'opsmeter worker' AND status = 'ok'")
 [ "$ok" = t ] || die "job_runs does not show an ok run of each built-in job by the worker"
 echo "test rollups, daily stats, partitions by themselves (${took}s) ... ok"
+# now that the worker runs its jobs: new traffic is rolled up within two rollup intervals (2 s
+# each; 2 s more for a loaded machine), with no call of ours
+sent=$(q "WITH n AS (INSERT INTO opsmeter.usage_logs (created_at, group_id, model, duration_ms)
+                     SELECT now() - interval '10 ms' * i, 2, 'fresh', 40 + i FROM generate_series(1, 25) i
+                     RETURNING 1)
+          SELECT now() FROM n LIMIT 1")
+took=$(wait_for 6 "SELECT EXISTS (SELECT 1 FROM opsmeter.job_runs WHERE job = 'rollup' AND status = 'ok' AND started_at > '$sent')
+                      AND (SELECT sum(success_count) FROM opsmeter.metrics_hourly
+                            WHERE platform IS NULL AND group_id IS NULL AND bucket_start = date_trunc('hour', '$sent'::timestamptz, 'UTC'))
+                          >= (SELECT count(*) FROM opsmeter.usage_logs u JOIN opsmeter.groups g ON g.id = u.group_id
+                               WHERE u.created_at >= date_trunc('hour', '$sent'::timestamptz, 'UTC') AND u.created_at <= '$sent')") \
+    || die "new traffic was not rolled up within two rollup intervals (+2 s)"
+echo "test new traffic rolled up within two intervals (${took}s) ... ok"
 
 # 4. pg_terminate_backend: the worker comes back and carries on
 old=$(worker_pid)
