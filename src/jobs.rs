@@ -533,28 +533,42 @@ fn worker_batch(ext: &str, name: &str) -> (i64, i64) {
     // The lease only matters to other claimers while this transaction is open, and they skip
     // the locked rows anyway; the completion below needs no token: this transaction holds them.
     // Each operation's row comes out as a datum copied out of SPI, so the handler gets it as
-    // its argument without reading opsmeter.operations itself.
+    // its argument without reading opsmeter.operations itself. The rows are read after the
+    // claim, in a statement of their own, so they carry the lease the claim just wrote.
     let claimed: Vec<(String, pgrx::datum::Uuid, pg_sys::Datum, pg_sys::Oid)> =
         Spi::connect_mut(|c| {
+            let leased: Vec<(String, pgrx::datum::Uuid)> = c
+                .update(
+                    &format!("SELECT op_id, lease_token FROM {ext}.ops_op_claim($1, '1 hour')"),
+                    None,
+                    &[batch.into()],
+                )?
+                .map(|r| {
+                    Ok((
+                        r.get::<String>(1)?.unwrap_or_default(),
+                        r.get::<pgrx::datum::Uuid>(2)?
+                            .unwrap_or_else(|| pgrx::datum::Uuid::from_bytes([0; 16])),
+                    ))
+                })
+                .collect::<Result<_, pgrx::spi::Error>>()?;
+            if leased.is_empty() {
+                return Ok(Vec::new());
+            }
+            let token = leased[0].1;
+            let ids: Vec<String> = leased.into_iter().map(|(id, _)| id).collect();
             let mut table = c.update(
-                &format!(
-                    "SELECT o.op_id, c.lease_token, o
-                       FROM {ext}.ops_op_claim($1, '1 hour') c
-                       JOIN opsmeter.operations o ON o.op_id = c.op_id
-                      ORDER BY c.\"timestamp\", c.op_id"
-                ),
+                "SELECT o.op_id, o FROM opsmeter.operations o
+                  WHERE o.op_id = ANY ($1)
+                  ORDER BY o.\"timestamp\", o.op_id",
                 None,
-                &[batch.into()],
+                &[ids.into()],
             )?;
+            let oid = table.column_type_oid(2)?.value();
             let mut out = Vec::new();
-            let oid = table.column_type_oid(3)?.value();
             // the table's own accessors read the row the iteration stands on
             while table.next().is_some() {
                 let op_id = table.get::<String>(1)?.unwrap_or_default();
-                let token = table
-                    .get::<pgrx::datum::Uuid>(2)?
-                    .unwrap_or_else(|| pgrx::datum::Uuid::from_bytes([0; 16]));
-                if let Some(d) = table.get_datum_by_ordinal(3)? {
+                if let Some(d) = table.get_datum_by_ordinal(2)? {
                     // SAFETY: a composite datum of this SPI result, copied into the function
                     // call's memory context while SPI is still connected.
                     let copy = unsafe { pg_sys::SPI_datumTransfer(d, false, -1) };

@@ -129,16 +129,17 @@ DO $$ BEGIN
         CREATE ROLE regress_handler_owner;
     END IF;
 END $$;
-CREATE TABLE regress.who (op_id text, who name);
+CREATE TABLE regress.who (op_id text, who name, leased boolean);
 GRANT USAGE ON SCHEMA regress TO regress_handler_owner;
 GRANT INSERT ON regress.who TO regress_handler_owner;
+-- (the row it gets carries the lease the batch's claim just wrote)
 CREATE FUNCTION regress.note(op opsmeter.operations) RETURNS void LANGUAGE sql
-    AS $$ INSERT INTO regress.who VALUES (op.op_id, current_user) $$;
+    AS $$ INSERT INTO regress.who VALUES (op.op_id, current_user, op.lease_token IS NOT NULL) $$;
 ALTER FUNCTION regress.note(opsmeter.operations) OWNER TO regress_handler_owner;
 SELECT ops_worker_register('noter', 'regress.note(opsmeter.operations)', 10);
 SELECT ops_op_save('{"op_id": "job-who", "timestamp": "2026-11-30T01:00:00Z"}');
 SELECT ops_worker_run('noter') AS completed, current_user AS caller;
-SELECT op_id, who FROM regress.who;
+SELECT op_id, who, leased FROM regress.who;
 SELECT ops_worker_unregister('noter');
 DROP FUNCTION regress.note(opsmeter.operations);
 REVOKE ALL ON SCHEMA regress FROM regress_handler_owner;
