@@ -14,6 +14,7 @@ use pgrx::datum::{DatumWithOid, Interval};
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::json;
+use std::collections::HashMap;
 
 impl SqlError for JobError {
     fn sqlstate(&self) -> PgSqlErrorCode {
@@ -148,6 +149,47 @@ fn state_of(job: &str) -> State {
         Ok::<_, pgrx::spi::Error>(state)
     })
     .unwrap_or_else(|e| pgrx::error!("opsmeter: could not read opsmeter.job_state: {e}"))
+}
+
+/// Every job's state and last message from `opsmeter.job_state`, in one read.
+fn states() -> HashMap<String, (State, Option<String>)> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT s.job, s.last_run_at, s.last_status, s.last_ok_at, s.consecutive_failures,
+                    s.last_message
+               FROM opsmeter.job_state s",
+            None,
+            &[],
+        )?
+        .map(|r| {
+            let state = State {
+                last_run_at: r.get::<TimestampWithTimeZone>(2)?.map(us),
+                last_status: r.get::<String>(3)?.and_then(|s| Status::parse(&s)),
+                last_ok_at: r.get::<TimestampWithTimeZone>(4)?.map(us),
+                consecutive_failures: r.get::<i32>(5)?.unwrap_or(0),
+            };
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                (state, r.get::<String>(6)?),
+            ))
+        })
+        .collect::<Result<HashMap<_, _>, pgrx::spi::Error>>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("opsmeter: could not read opsmeter.job_state: {e}"))
+}
+
+/// Every job: the built-ins in run order, then the registered queue workers.
+fn all_jobs() -> Vec<(String, Kind)> {
+    let mut jobs: Vec<(String, Kind)> = jc::BUILTIN
+        .iter()
+        .map(|n| (n.to_string(), jc::builtin(n).expect("built-in")))
+        .collect();
+    jobs.extend(
+        registered()
+            .into_iter()
+            .map(|(n, every_us)| (n, Kind::Queue { every_us })),
+    );
+    jobs
 }
 
 /// A `timestamptz` function of no arguments (`now`, `clock_timestamp`) in microseconds.
@@ -746,24 +788,11 @@ fn ops_health() -> TableIterator<
     let queue_lag = lag("SELECT pg_catalog.now() - pg_catalog.min(o.\"timestamp\")
            FROM opsmeter.operations o
           WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.available_at < 'infinity'");
-    let mut jobs: Vec<(String, Kind)> = jc::BUILTIN
-        .iter()
-        .map(|n| (n.to_string(), jc::builtin(n).expect("built-in")))
-        .collect();
-    jobs.extend(
-        registered()
-            .into_iter()
-            .map(|(n, every_us)| (n, Kind::Queue { every_us })),
-    );
-    let rows: Vec<_> = jobs
+    let mut states = states();
+    let rows: Vec<_> = all_jobs()
         .into_iter()
         .map(|(job, kind)| {
-            let st = state_of(&job);
-            let message: Option<String> = Spi::get_one_with_args(
-                "SELECT s.last_message FROM opsmeter.job_state s WHERE s.job = $1",
-                &[job.as_str().into()],
-            )
-            .unwrap_or(None);
+            let (st, message) = states.remove(&job).unwrap_or_default();
             let next = jc::next_run(kind, &st, &schedule, now);
             let job_lag = match kind {
                 Kind::Rollup => rollup_lag,
@@ -791,19 +820,12 @@ fn ops_health() -> TableIterator<
 pub(crate) fn due_jobs() -> (Vec<(String, i64)>, i64) {
     let schedule = gucs::job_schedule();
     let now = clock_us();
-    let mut jobs: Vec<(String, Kind)> = jc::BUILTIN
-        .iter()
-        .map(|n| (n.to_string(), jc::builtin(n).expect("built-in")))
-        .collect();
-    jobs.extend(
-        registered()
-            .into_iter()
-            .map(|(n, every_us)| (n, Kind::Queue { every_us })),
-    );
+    let states = states();
     let mut due = Vec::new();
     let mut next = i64::MAX;
-    for (job, kind) in jobs {
-        let at = jc::next_run(kind, &state_of(&job), &schedule, now);
+    for (job, kind) in all_jobs() {
+        let state = states.get(&job).map(|(st, _)| *st).unwrap_or_default();
+        let at = jc::next_run(kind, &state, &schedule, now);
         if at <= now {
             due.push((job, jc::retry_wait(kind, &schedule)));
         } else {

@@ -16,6 +16,20 @@ pub struct Caught {
     pub message: String,
 }
 
+impl From<&CaughtError> for Caught {
+    /// The SQLSTATE and message of an error pgrx caught (a PostgreSQL ERROR or a Rust panic).
+    fn from(e: &CaughtError) -> Caught {
+        let report = match e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+            CaughtError::RustPanic { ereport, .. } => ereport,
+        };
+        Caught {
+            code: report.sql_error_code(),
+            message: report.message().to_string(),
+        }
+    }
+}
+
 impl Caught {
     /// A cancel (statement timeout, `pg_cancel_backend`) must still cancel the whole call.
     pub fn is_cancel(&self) -> bool {
@@ -54,14 +68,7 @@ pub fn run<T>(f: impl FnOnce() -> T) -> Result<T, Caught> {
         Ok(value)
     })
     .catch_others(move |e| {
-        let (code, message) = match &e {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-                (r.sql_error_code(), r.message().to_string())
-            }
-            CaughtError::RustPanic { ereport, .. } => {
-                (ereport.sql_error_code(), ereport.message().to_string())
-            }
-        };
+        let Caught { code, message } = Caught::from(&e);
         // SAFETY: the error left the subtransaction begun above current; pgrx has already
         // copied and flushed the error state.
         unsafe {

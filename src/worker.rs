@@ -14,7 +14,6 @@
 use crate::jobs;
 use crate::rollups::ext_schema;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -98,10 +97,7 @@ fn in_transaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         )))
     })
     .catch_others(|e| {
-        let message = match &e {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
-            CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-        };
+        let message = crate::subxact::Caught::from(&e).message;
         // SAFETY: the error left the transaction begun by BackgroundWorker::transaction
         // open; pgrx has already copied and flushed the error state.
         unsafe { pg_sys::AbortCurrentTransaction() };
