@@ -1,9 +1,11 @@
 -- Generates one UTC day of realistic LLM-gateway traffic into opsmeter's default source tables.
 -- Deterministic for a given (day, usage_rows, seed); replaces whatever the tables held.
 --
---   psql -v day=2026-11-21 -v usage_rows=200000 -v seed=0.42 -f bench/traffic.sql
+--   psql -v day=2026-11-21 -v usage_rows=200000 -v seed=0.42 [-v groups=24 -v platforms=3] \
+--        -f bench/traffic.sql
 --
--- Shape: 24 key groups on three platforms (anthropic, openai, gemini) with skewed traffic;
+-- Shape: `groups` key groups (default 24) on `platforms` platforms (3: anthropic, openai, gemini,
+-- split 10:8:6; 4: the same plus mistral, split 35:30:20:15) with skewed traffic;
 -- a diurnal load curve peaking around 14:00 UTC; log-normal latencies with a per-platform and
 -- per-group median and a 0.5% slow tail (clamped to 1 ms .. 10 min); time to first token for
 -- streamed requests only; errors at ~5% of requests (429s, 529 overloads, 5xx, client 4xx,
@@ -23,6 +25,19 @@ SELECT ((now() AT TIME ZONE 'UTC')::date - 1)::text AS day \gset
 \else
 \set seed 0.42
 \endif
+\if :{?groups}
+\else
+\set groups 24
+\endif
+\if :{?platforms}
+\else
+\set platforms 3
+\endif
+SELECT (:groups::int BETWEEN 1 AND 100000 AND :platforms::int IN (3, 4)) AS shape_ok \gset
+\if :shape_ok
+\else
+DO $$ BEGIN RAISE EXCEPTION 'traffic.sql: groups must be 1 .. 100000 and platforms 3 or 4'; END $$;
+\endif
 
 BEGIN;
 SELECT setseed(:seed);
@@ -30,9 +45,17 @@ TRUNCATE opsmeter.groups, opsmeter.usage_logs, opsmeter.error_logs, opsmeter.log
 
 INSERT INTO opsmeter.groups (id, name, platform)
 SELECT g, format('%s-team-%s', p, g), p
-  FROM generate_series(1, 24) g,
-       LATERAL (SELECT CASE WHEN g <= 10 THEN 'anthropic' WHEN g <= 18 THEN 'openai'
-                            ELSE 'gemini' END AS p) x;
+  FROM generate_series(1, :groups) g,
+       LATERAL (SELECT CASE WHEN :platforms = 3 THEN
+                              CASE WHEN g <= round(:groups * 10 / 24.0) THEN 'anthropic'
+                                   WHEN g <= round(:groups * 18 / 24.0) THEN 'openai'
+                                   ELSE 'gemini' END
+                            ELSE
+                              CASE WHEN g <= round(:groups * 0.35) THEN 'anthropic'
+                                   WHEN g <= round(:groups * 0.65) THEN 'openai'
+                                   WHEN g <= round(:groups * 0.85) THEN 'gemini'
+                                   ELSE 'mistral' END
+                       END AS p) x;
 
 -- day start as timestamptz, independent of the session TimeZone
 SELECT (:'day' || ' 00:00:00+00')::timestamptz AS day0 \gset
@@ -56,7 +79,8 @@ SELECT :'day0'::timestamptz + make_interval(secs => pg_temp.diurnal(u_time)),
        (CASE platform
           WHEN 'anthropic' THEN ARRAY['claude-sonnet-4', 'claude-opus-4', 'claude-haiku-4']
           WHEN 'openai' THEN ARRAY['gpt-5', 'gpt-5-mini', 'o4-mini']
-          ELSE ARRAY['gemini-2.5-pro', 'gemini-2.5-flash', 'gemini-2.5-flash'] END)
+          WHEN 'gemini' THEN ARRAY['gemini-2.5-pro', 'gemini-2.5-flash', 'gemini-2.5-flash']
+          ELSE ARRAY['mistral-large', 'mistral-medium', 'codestral'] END)
          [1 + floor(3 * u_model ^ 1.5)::int],
        round(exp(7.2 + 1.1 * z1))::bigint,
        round(exp(5.6 + 0.7 * abs(z2)))::bigint,
@@ -70,12 +94,13 @@ SELECT :'day0'::timestamptz + make_interval(secs => pg_temp.diurnal(u_time)),
            sqrt(-2 * ln(1 - u_n1)) * cos(2 * pi() * u_n2) AS z1,
            sqrt(-2 * ln(1 - u_n1)) * sin(2 * pi() * u_n2) AS z2,
            least(600000, greatest(1, round(
-               (CASE g.platform WHEN 'anthropic' THEN 2400 WHEN 'openai' THEN 1700 ELSE 1100 END)
+               (CASE g.platform WHEN 'anthropic' THEN 2400 WHEN 'openai' THEN 1700 WHEN 'gemini' THEN 1100
+                                ELSE 1400 END)
                * (0.7 + 0.07 * ((g.id * 37) % 10))
                * exp(0.85 * sqrt(-2 * ln(1 - u_n1)) * cos(2 * pi() * u_n2))
                * CASE WHEN u_tail < 0.005 THEN 12 ELSE 1 END)))::int AS dur
       FROM draws d
-      JOIN opsmeter.groups g ON g.id = 1 + floor(24 * d.u_group ^ 1.8)::int
+      JOIN opsmeter.groups g ON g.id = 1 + floor(:groups * d.u_group ^ 1.8)::int
   ) s
  ORDER BY 1;
 
@@ -84,13 +109,13 @@ INSERT INTO opsmeter.error_logs (created_at, platform, group_id, model, status_c
                                  upstream_status_code, error_owner, is_business_limited,
                                  error_message)
 SELECT :'day0'::timestamptz + make_interval(secs => pg_temp.diurnal(u_time)),
-       CASE WHEN no_group THEN (ARRAY['anthropic', 'openai', 'gemini'])[1 + floor(3 * u_group)::int]
+       CASE WHEN no_group THEN (ARRAY['anthropic', 'openai', 'gemini', 'mistral'])[1 + floor(:platforms * u_group)::int]
             ELSE g.platform END,
        CASE WHEN no_group THEN NULL ELSE g.id END,
        NULL,
        k.status, k.upstream, k.owner, k.limited, k.msg
   FROM (SELECT d.*, d.u_cache < 0.03 AS no_group FROM draws d WHERE d.i % 20 = 0) d
-  JOIN opsmeter.groups g ON g.id = 1 + floor(24 * d.u_group ^ 1.8)::int
+  JOIN opsmeter.groups g ON g.id = 1 + floor(:groups * d.u_group ^ 1.8)::int
   CROSS JOIN LATERAL (
     SELECT * FROM (VALUES
       -- (upper bound of u_model, client status, upstream status, owner, business-limited, message)
