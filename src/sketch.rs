@@ -112,9 +112,11 @@ unsafe fn working_varlena_from(s: &Sketch) -> *mut pg_sys::varlena {
     }
 }
 
-/// Initial slack for a fresh state: the header plus room for ~500 buckets, enough for a typical
-/// latency distribution at the default alpha without growing more than once or twice.
-const INITIAL_SLOTS: usize = 512;
+/// Initial room for counters in a fresh state (besides its header): 1 024 one-byte counters, a
+/// factor of 28 000 in value at the default alpha (1 ms .. 28 s), so a typical latency
+/// distribution does not grow more than once or twice; counters widen in place while the
+/// used part fits.
+const INITIAL_WINDOW_BYTES: usize = 1024;
 
 /// Applies `op` to the working buffer in `state`, growing it (into a new varlena in the current
 /// memory context) as often as the core asks. Returns the state to hand back to the executor.
@@ -152,7 +154,7 @@ unsafe fn in_plain_aggregate(fcinfo: pg_sys::FunctionCallInfo) -> bool {
 unsafe fn writable_state(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> *mut pg_sys::varlena {
     unsafe {
         if pg_arg_is_null(fcinfo, 0) {
-            let p = alloc_varlena(dd::working_min_len() + 8 * INITIAL_SLOTS);
+            let p = alloc_varlena(dd::working_min_len() + INITIAL_WINDOW_BYTES);
             dd::working_init(payload_mut(p), alpha).or_raise();
             return p;
         }
@@ -160,7 +162,7 @@ unsafe fn writable_state(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> *mut p
         let (bytes, p) = payload_of(original);
         // Hot path, once per row: our own working buffer (always a plain 4-byte-header varlena,
         // never toasted, so `p` is the argument itself) inside a plain aggregate. No copy.
-        if bytes.first() == Some(&WORKING_MAGIC)
+        if dd::is_current_working(bytes)
             && p == original.cast_mut_ptr()
             && in_plain_aggregate(fcinfo)
         {
@@ -298,7 +300,7 @@ unsafe fn trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> Option<pg_sys::Datum> 
             return None;
         }
         let buf = payload_mut(state);
-        if buf.first() != Some(&WORKING_MAGIC) {
+        if !dd::is_current_working(buf) {
             return None;
         }
         let x = float8_arg(fcinfo, 1);

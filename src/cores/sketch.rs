@@ -37,8 +37,11 @@ pub const FORMAT_VERSION: u8 = 1;
 /// First byte of a working buffer (distinct from [`FORMAT_VERSION`]).
 /// Layout 2 (integer accumulator, hot fields in the first 64 bytes) took a new magic so that a
 /// build expecting layout 1 (magic 0xD5) rejects it cleanly, and this build rejects layout 1.
+/// Layout 3 keeps the magic: it added the value buffer and moved the cold fields after it;
+/// layout-2 buffers are still read (converted) by [`working_to_sketch`].
 pub const WORKING_MAGIC: u8 = 0xD6;
-const WORKING_LAYOUT: u8 = 2;
+const WORKING_LAYOUT: u8 = 3;
+const LEGACY_LAYOUT: u8 = 2;
 /// Default relative accuracy.
 pub const DEFAULT_ALPHA: f64 = 0.005;
 /// Smallest accepted alpha.
@@ -232,6 +235,54 @@ fn index_fast(mag: f64, inv_ln_gamma: f64) -> Option<i32> {
     let d = u - (rounded - ROUND_MAGIC);
     (u.abs() < (1u64 << 30) as f64 && d.abs() < 0.5 - INDEX_MARGIN)
         .then(|| rounded.to_bits() as u32 as i32)
+}
+
+/// [`index_of`] of `|x|` for up to [`BUF_CAP`] values at once (any value for a zero). The same
+/// arithmetic as [`index_fast`], written as stages over arrays so that the compiler evaluates
+/// the series of two values per SIMD instruction and the CPU overlaps the rest; a value whose
+/// fast estimate is not certain gets [`index_of_exact`], exactly as in [`index_of`].
+#[inline(always)]
+fn batch_indices(vals: &[f64], inv_ln_gamma: f64) -> [i32; BUF_CAP] {
+    let n = vals.len().min(BUF_CAP);
+    let mut m = [1.0f64; BUF_CAP];
+    let mut inv_c = [1.0f64; BUF_CAP];
+    let mut base = [0.0f64; BUF_CAP];
+    let mut normal = [false; BUF_CAP];
+    for i in 0..n {
+        let bits = vals[i].abs().to_bits();
+        let biased = (bits >> 52) & 0x7ff;
+        normal[i] = biased != 0 && biased != 0x7ff;
+        let mantissa = bits & ((1u64 << 52) - 1);
+        let (ln_c, ic) = LN_TABLE[(mantissa >> (52 - LN_TABLE_BITS)) as usize];
+        m[i] = f64::from_bits(mantissa | (1023u64 << 52));
+        inv_c[i] = ic;
+        base[i] = (biased as i64 - 1023) as f64 * std::f64::consts::LN_2 + ln_c;
+    }
+    let mut u = [0.0f64; BUF_CAP];
+    let mut d = [0.0f64; BUF_CAP];
+    let mut rounded = [0.0f64; BUF_CAP];
+    for i in 0..BUF_CAP {
+        let r = m[i] * inv_c[i] - 1.0;
+        let r2 = r * r;
+        let p = (r - 0.5 * r2) + (1.0 / 3.0 - 0.25 * r) * (r2 * r);
+        let ui = p * inv_ln_gamma + (base[i] * inv_ln_gamma + 0.5);
+        let ri = ui + ROUND_MAGIC;
+        u[i] = ui;
+        rounded[i] = ri;
+        d[i] = ui - (ri - ROUND_MAGIC);
+    }
+    let mut out = [0i32; BUF_CAP];
+    for i in 0..n {
+        let sure = normal[i] && u[i].abs() < (1u64 << 30) as f64 && d[i].abs() < 0.5 - INDEX_MARGIN;
+        out[i] = if sure {
+            rounded[i].to_bits() as u32 as i32
+        } else if vals[i] == 0.0 {
+            0
+        } else {
+            index_of_exact(vals[i].abs(), inv_ln_gamma)
+        };
+    }
+    out
 }
 
 fn index_bounds(inv_ln_gamma: f64) -> (i64, i64) {
@@ -1375,58 +1426,92 @@ fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
 // Working buffer
 // ---------------------------------------------------------------------------
 //
-// Layout 2 (native endian, no alignment assumed). The first 64 bytes hold everything that
-// `working_add` touches for an integral value besides its bucket counter, so a random add to a
-// cold buffer misses on (at most) two header lines instead of four or five:
+// Layout 3 (native endian, no alignment assumed). `working_add`, once per row, touches only the
+// first four bytes and one slot of the value buffer right after them, so a row added to a state
+// that is not in the CPU caches misses on one line (the buffer's next slot is usually in the
+// line just read). The fields a flush updates follow the buffer:
 //   0   u8   WORKING_MAGIC
-//   1   u8   layout version (2)
-//   2..4     reserved (0)
-//   4   i32  positive window first index
-//   8   f64  1/ln(gamma)
-//   16  u64  count
-//   24  f64  min (+inf when empty)
-//   32  f64  max (-inf when empty)
-//   40  i64  integer part of the sum: an exact integer added at weight 2^0 to the limbs'
+//   1   u8   layout version (3)
+//   2   u8   values waiting in the value buffer (0 ..= BUF_CAP)
+//   3   u8   counter width in bytes (1, 2, 4 or 8): every counter of both windows has it
+//   4   f64[BUF_CAP] value buffer: values added but not yet counted. `working_add` only appends
+//            here; when the buffer is full they are all added to the counters, min, max and sum
+//            in one loop, so the bucket computations of BUF_CAP values (and, when the state is
+//            not in the CPU caches, their counter misses) overlap instead of following one
+//            another row by row. Every reader counts them ([`working_to_sketch`],
+//            [`working_count`]); merges and re-layouts leave them waiting.
+//   then, at H_POS_OFF = 4 + 8 * BUF_CAP (layout 2's bytes 4..64, shifted by the buffer):
+//   +0  i32  positive window first index
+//   +4  f64  1/ln(gamma)
+//   +12 u64  count (of the values flushed into the counters; the buffered ones are not in it)
+//   +20 f64  min (+inf when empty)
+//   +28 f64  max (-inf when empty)
+//   +36 i64  integer part of the sum: an exact integer added at weight 2^0 to the limbs'
 //            value (integral |x| < 2^53 go here; folded into the limbs before they are read)
-//   48  u32  positive window length
-//   52  i32  negative window first index;       56 u32 negative window length
-//   60  u32  pending un-carried limb additions (only non-integral values bump it; they
+//   +44 u32  positive window length
+//   +48 i32  negative window first index;       +52 u32 negative window length
+//   +56 u32  pending un-carried limb additions (only non-integral values bump it; they
 //            touch the limbs anyway)
 //   -- cold --
-//   64  f64  alpha
-//   72  u64  zero count
-//   80  4 x i32  pending growth request (pos lo, pos hi, neg lo, neg hi; lo>hi = none)
-//   96  68 x i64 sum limbs (carry-save; the sum is their value plus the integer part)
-//   640 u64[pos_len] positive counts, then u64[neg_len] negative counts
+//   H_ALPHA       f64  alpha
+//   H_ZERO        u64  zero count
+//   H_REQ         4 x i32  pending growth request (pos lo, pos hi, neg lo, neg hi; lo>hi = none)
+//   H_WIDEN       u8   pending widening request: the counter width the next re-layout makes
+//                      (0 or the current width: none)
+//   H_SUM         68 x i64 sum limbs (carry-save; the sum is their value plus the integer part)
+//   HEADER        pos_len positive counts, then neg_len negative counts, each an unsigned
+//                 integer of the counter width. A counter narrower than 8 bytes stays at or
+//                 below `cnt_limit(width)`, BUF_CAP short of its maximum, so a flush of BUF_CAP
+//                 values can never overflow it; a value that would pass the limit widens them
+//                 all first. Narrow counters keep a state's hot part small: at 1 byte a
+//                 64-byte line holds 64 buckets (a factor of 1.9 in value at alpha = 0.005)
+//                 where 8-byte counters held 8, so many states touched in random order stay
+//                 in the CPU caches.
 // Bytes past the windows are spare capacity (content irrelevant).
+// Layout 2 had no value buffer (its bytes 4..64 are this layout's H_POS_OFF..H_HOT_END), no
+// widening request and 8-byte counters only; its cold fields started at byte 64.
 
 const H_MAGIC: usize = 0;
 const H_LAYOUT: usize = 1;
-const H_POS_OFF: usize = 4;
-const H_INV: usize = 8;
-const H_COUNT: usize = 16;
-const H_MIN: usize = 24;
-const H_MAX: usize = 32;
-const H_INT: usize = 40;
-const H_POS_LEN: usize = 48;
-const H_NEG_OFF: usize = 52;
-const H_NEG_LEN: usize = 56;
-const H_PENDING: usize = 60;
-/// End of the hot part of the header (one cache line when the buffer is 64-byte aligned).
-const H_HOT_END: usize = 64;
-const H_ALPHA: usize = 64;
-const H_ZERO: usize = 72;
-const H_REQ: usize = 80;
-const H_SUM: usize = 96;
+const H_NBUF: usize = 2;
+const H_WIDTH: usize = 3;
+/// Values a working buffer holds before it counts them.
+const BUF_CAP: usize = 16;
+const H_BUF: usize = 4;
+/// Where layout 2's fields at bytes 4..64 are in this layout.
+const HOT_SHIFT: usize = 8 * BUF_CAP;
+const H_POS_OFF: usize = 4 + HOT_SHIFT;
+const H_INV: usize = 8 + HOT_SHIFT;
+const H_COUNT: usize = 16 + HOT_SHIFT;
+const H_MIN: usize = 24 + HOT_SHIFT;
+const H_MAX: usize = 32 + HOT_SHIFT;
+const H_INT: usize = 40 + HOT_SHIFT;
+const H_POS_LEN: usize = 48 + HOT_SHIFT;
+const H_NEG_OFF: usize = 52 + HOT_SHIFT;
+const H_NEG_LEN: usize = 56 + HOT_SHIFT;
+const H_PENDING: usize = 60 + HOT_SHIFT;
+/// End of the fields a flush updates (layout 2's first 64 bytes, plus the value buffer).
+const H_HOT_END: usize = 64 + HOT_SHIFT;
+const H_ALPHA: usize = H_HOT_END;
+const H_ZERO: usize = H_ALPHA + 8;
+const H_REQ: usize = H_ZERO + 8;
+const H_WIDEN: usize = H_REQ + 16;
+const H_SUM: usize = H_WIDEN + 8;
+/// Counter width (bytes) of a fresh working buffer. Counters widen (1 -> 2 -> 4 -> 8 bytes, the
+/// whole window at once) before one could overflow.
+const INITIAL_WIDTH: u8 = 1;
 // every field of the integral fast path ends within the hot part; cold fields follow it
 const _: () = {
-    assert!(H_MAGIC < H_LAYOUT && H_LAYOUT < H_POS_OFF);
+    assert!(H_MAGIC < H_LAYOUT && H_LAYOUT < H_NBUF && H_NBUF < H_WIDTH && H_WIDTH < H_BUF);
+    assert!(H_BUF + 8 * BUF_CAP <= H_POS_OFF);
     assert!(H_POS_OFF + 4 <= H_INV && H_INV + 8 <= H_COUNT && H_COUNT + 8 <= H_MIN);
     assert!(H_MIN + 8 <= H_MAX && H_MAX + 8 <= H_INT && H_INT + 8 <= H_POS_LEN);
     assert!(H_POS_LEN + 4 <= H_NEG_OFF && H_NEG_OFF + 4 <= H_NEG_LEN);
     assert!(H_NEG_LEN + 4 <= H_PENDING && H_PENDING + 4 <= H_HOT_END);
-    assert!(H_HOT_END <= H_ALPHA && H_ALPHA + 8 <= H_ZERO && H_ZERO + 8 <= H_REQ);
-    assert!(H_REQ + 16 <= H_SUM);
+    assert!(H_HOT_END <= H_ALPHA);
+    assert!(H_ALPHA + 8 <= H_ZERO && H_ZERO + 8 <= H_REQ);
+    assert!(H_REQ + 16 <= H_WIDEN && H_WIDEN + 8 <= H_SUM);
+    assert!(BUF_CAP < 256);
 };
 /// Size of the working-buffer header.
 pub const WORKING_HEADER_LEN: usize = H_SUM + 8 * LIMBS;
@@ -1480,6 +1565,51 @@ fn wr_u32(b: &mut [u8], off: usize, v: u32) {
 }
 
 /// Header length: the smallest valid working buffer (with empty windows).
+/// Largest value a counter of `width` bytes holds in a working buffer (see the layout).
+#[inline(always)]
+fn cnt_limit(width: usize) -> u64 {
+    if width >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * width)) - 1 - BUF_CAP as u64
+    }
+}
+
+/// The narrowest counter width whose limit holds `v`.
+fn width_for(v: u64) -> u8 {
+    [1u8, 2, 4]
+        .into_iter()
+        .find(|&w| v <= cnt_limit(w as usize))
+        .unwrap_or(8)
+}
+
+#[inline(always)]
+fn rd_cnt(b: &[u8], off: usize, width: usize) -> u64 {
+    match width {
+        1 => b[off] as u64,
+        2 => u16::from_ne_bytes([b[off], b[off + 1]]) as u64,
+        4 => rd_u32(b, off) as u64,
+        _ => rd_u64(b, off),
+    }
+}
+
+/// Store `v` (which fits `width`) at `off`.
+#[inline(always)]
+fn wr_cnt(b: &mut [u8], off: usize, width: usize, v: u64) {
+    match width {
+        1 => b[off] = v as u8,
+        2 => b[off..off + 2].copy_from_slice(&(v as u16).to_ne_bytes()),
+        4 => wr_u32(b, off, v as u32),
+        _ => wr_u64(b, off, v),
+    }
+}
+
+/// Counter width of a working buffer's header (validated by [`Layout::read`]).
+#[inline(always)]
+fn width_of(hdr: &[u8]) -> usize {
+    hdr[H_WIDTH] as usize
+}
+
 pub fn working_min_len() -> usize {
     HEADER
 }
@@ -1497,6 +1627,7 @@ pub fn working_init(buf: &mut [u8], alpha: f64) -> Result<(), SketchError> {
     buf[..HEADER].fill(0);
     buf[H_MAGIC] = WORKING_MAGIC;
     buf[H_LAYOUT] = WORKING_LAYOUT;
+    buf[H_WIDTH] = INITIAL_WIDTH;
     wr_f64(buf, H_ALPHA, p.alpha);
     wr_f64(buf, H_INV, p.inv_ln_gamma);
     wr_f64(buf, H_MIN, f64::INFINITY);
@@ -1510,6 +1641,7 @@ fn clear_requests(buf: &mut [u8]) {
         wr_u32(buf, H_REQ + 8 * s, 1);
         wr_u32(buf, H_REQ + 8 * s + 4, 0);
     }
+    buf[H_WIDEN] = 0;
 }
 
 fn set_request(buf: &mut [u8], store: usize, lo: i64, hi: i64) {
@@ -1524,6 +1656,8 @@ struct Layout {
     used: usize,
     kmin: i64,
     kmax: i64,
+    /// Counter width in bytes.
+    w: usize,
 }
 
 impl Layout {
@@ -1533,6 +1667,16 @@ impl Layout {
         }
         if buf[H_MAGIC] != WORKING_MAGIC || buf[H_LAYOUT] != WORKING_LAYOUT {
             return corrupt("not a working buffer");
+        }
+        if buf[H_NBUF] as usize > BUF_CAP {
+            return corrupt("working value buffer overfull");
+        }
+        let w = buf[H_WIDTH] as usize;
+        if !matches!(w, 1 | 2 | 4 | 8) {
+            return corrupt("working counter width invalid");
+        }
+        if !matches!(buf[H_WIDEN], 0 | 1 | 2 | 4 | 8) {
+            return corrupt("working widening request invalid");
         }
         let (kmin, kmax) = index_bounds(rd_f64(buf, H_INV));
         let mut win = [(0i64, 0i64); 2];
@@ -1547,7 +1691,7 @@ impl Layout {
             }
             win[s] = (off, len);
         }
-        let used = HEADER as u64 + 8 * (win[0].1 as u64 + win[1].1 as u64);
+        let used = HEADER as u64 + w as u64 * (win[0].1 as u64 + win[1].1 as u64);
         if used > buf.len() as u64 {
             return corrupt("working windows exceed buffer");
         }
@@ -1556,6 +1700,7 @@ impl Layout {
             used: used as usize,
             kmin,
             kmax,
+            w,
         })
     }
 }
@@ -1567,14 +1712,26 @@ pub fn working_used_len(buf: &[u8]) -> Result<usize, SketchError> {
 
 /// Alpha of a working buffer.
 pub fn working_alpha(buf: &[u8]) -> Result<f64, SketchError> {
+    if buf.len() >= 4 && buf[H_MAGIC] == WORKING_MAGIC && buf[H_LAYOUT] == LEGACY_LAYOUT {
+        return working_alpha(&from_legacy_layout(buf)?);
+    }
     Layout::read(buf)?;
     Ok(rd_f64(buf, H_ALPHA))
 }
 
-/// Value count of a working buffer.
+/// Value count of a working buffer (counted and buffered values).
 pub fn working_count(buf: &[u8]) -> Result<u64, SketchError> {
     Layout::read(buf)?;
-    Ok(rd_u64(buf, H_COUNT))
+    rd_u64(buf, H_COUNT)
+        .checked_add(buf[H_NBUF] as u64)
+        .ok_or(SketchError::CountOverflow)
+}
+
+/// Whether `buf` is a working buffer of this build's layout, which the in-place operations
+/// ([`working_add`], [`working_merge_sketch`], [`working_grow`]) accept. Other working layouts
+/// are read by [`working_to_sketch`] only.
+pub fn is_current_working(buf: &[u8]) -> bool {
+    buf.len() >= HEADER && buf[H_MAGIC] == WORKING_MAGIC && buf[H_LAYOUT] == WORKING_LAYOUT
 }
 
 /// The header's exact sum as carry-save limbs, with the integer part folded in.
@@ -1616,11 +1773,45 @@ fn fold_int_sum(hdr: &mut [u8]) {
 
 #[inline(always)]
 fn bump_pending(hdr: &mut [u8]) {
-    let p = rd_u32(hdr, H_PENDING).saturating_add(1);
+    add_pending(hdr, 1);
+}
+
+/// Count `k` (at most [`BUF_CAP`]) un-carried limb additions, normalising at the limit. Each
+/// addition is below 2^32 per limb, so up to PENDING_LIMIT + BUF_CAP of them (< 2^31) keep every
+/// limb far below 2^63.
+#[inline(always)]
+fn add_pending(hdr: &mut [u8], k: u32) {
+    let p = rd_u32(hdr, H_PENDING).saturating_add(k);
     if p >= PENDING_LIMIT {
         normalize_header_sum(hdr);
     } else {
         wr_u32(hdr, H_PENDING, p);
+    }
+}
+
+/// Add a finite x to the header's sum limbs (one un-carried addition: the caller counts it as
+/// pending).
+#[inline(always)]
+fn add_to_limbs(hdr: &mut [u8], x: f64) {
+    let (k, parts) = sum_parts(x);
+    for j in 0..3 {
+        let o = H_SUM + 8 * (k + j);
+        let v = rd_i64(hdr, o).wrapping_add(parts[j]);
+        wr_i64(hdr, o, v);
+    }
+}
+
+/// Add `v` (|v| < 2^96) at limb `k` (weight 2^(32 k) units): one addition below 2^32 to each of
+/// the limbs k .. k + 2, like [`add_to_limbs`] for one value.
+#[inline(always)]
+fn add_i128_to_limbs(hdr: &mut [u8], k: usize, v: i128) {
+    let mag = v.unsigned_abs();
+    debug_assert!(mag >> 96 == 0 && k + 3 <= LIMBS);
+    for j in 0..3 {
+        let c = ((mag >> (32 * j)) as u64 & LIMB_MASK as u64) as i64;
+        let o = H_SUM + 8 * (k + j);
+        let l = rd_i64(hdr, o).wrapping_add(if v < 0 { -c } else { c });
+        wr_i64(hdr, o, l);
     }
 }
 
@@ -1635,6 +1826,10 @@ fn working_add_fast(buf: &mut [u8], x: f64) -> Result<bool, SketchError> {
     };
     if hdr[H_MAGIC] != WORKING_MAGIC {
         return corrupt("not a working buffer");
+    }
+    let w = width_of(hdr);
+    if !matches!(w, 1 | 2 | 4 | 8) {
+        return corrupt("working counter width invalid");
     }
     let count = rd_u64(hdr, H_COUNT)
         .checked_add(1)
@@ -1652,19 +1847,22 @@ fn working_add_fast(buf: &mut [u8], x: f64) -> Result<bool, SketchError> {
             (
                 rd_i32(hdr, H_NEG_OFF) as i64,
                 rd_u32(hdr, H_NEG_LEN) as u64,
-                pos_len * 8,
+                pos_len,
             )
         };
         let slot = idx - off;
         if slot < 0 || slot as u64 >= len {
             return Ok(false);
         }
-        let p = base + slot as u64 * 8;
-        let Some(cell) = data.get_mut(p as usize..p as usize + 8) else {
+        let p = ((base + slot as u64) * w as u64) as usize;
+        let Some(cell) = data.get_mut(p..p + w) else {
             return corrupt("working windows exceed buffer");
         };
-        let c = rd_u64(cell, 0).wrapping_add(1);
-        wr_u64(cell, 0, c);
+        let c = rd_cnt(cell, 0, w).wrapping_add(1);
+        if c > cnt_limit(w) {
+            return Ok(false);
+        }
+        wr_cnt(cell, 0, w, c);
         x
     };
     wr_u64(hdr, H_COUNT, count);
@@ -1688,12 +1886,7 @@ fn working_add_fast(buf: &mut [u8], x: f64) -> Result<bool, SketchError> {
         };
         wr_i64(hdr, H_INT, v);
     } else {
-        let (k, parts) = sum_parts(x);
-        for j in 0..3 {
-            let o = H_SUM + 8 * (k + j);
-            let v = rd_i64(hdr, o).wrapping_add(parts[j]);
-            wr_i64(hdr, o, v);
-        }
+        add_to_limbs(hdr, x);
         bump_pending(hdr);
     }
     Ok(true)
@@ -1701,35 +1894,276 @@ fn working_add_fast(buf: &mut [u8], x: f64) -> Result<bool, SketchError> {
 
 /// Add one value to a working buffer in place.
 ///
-/// If the value's bucket is outside the current window the buffer is
-/// re-laid-out in place when its length allows; otherwise
-/// `AddError::NeedsGrow` is returned (the buffer content is unchanged apart
-/// from a recorded growth request): allocate a new buffer of at least
-/// `min_len` bytes, call [`working_grow`], and retry.
+/// The value is appended to the buffer's value buffer; when that is full, its values are first
+/// added to the counters ([`working_flush`]). If a value's bucket is outside the current window
+/// the buffer is re-laid-out in place when its length allows; otherwise
+/// `AddError::NeedsGrow` is returned: allocate a new buffer of at least `min_len` bytes, call
+/// [`working_grow`], and retry. On any error `x` is not added, and the buffer holds the same
+/// values as before (some may have moved from the value buffer into the counters).
 #[inline(always)]
 pub fn working_add(buf: &mut [u8], x: f64) -> Result<(), AddError> {
     if !x.is_finite() {
         return Err(SketchError::InvalidValue(x).into());
     }
-    if working_add_fast(buf, x)? {
-        return Ok(());
+    if buf.len() < HEADER || buf[H_MAGIC] != WORKING_MAGIC || buf[H_LAYOUT] != WORKING_LAYOUT {
+        return Err(SketchError::Corrupt("not a working buffer".into()).into());
     }
-    working_add_slow(buf, x)
+    let mut n = buf[H_NBUF] as usize;
+    if n >= BUF_CAP {
+        working_flush(buf)?;
+        n = 0;
+    }
+    wr_f64(buf, H_BUF + 8 * n, x);
+    buf[H_NBUF] = n as u8 + 1;
+    Ok(())
 }
 
+/// Add every buffered value to the counters, min, max and sum, leaving the value buffer empty.
+/// Same growth protocol as [`working_add`]: on `NeedsGrow` the values not yet counted stay
+/// buffered (at the front, in order) and nothing is lost or counted twice.
+pub fn working_flush(buf: &mut [u8]) -> Result<(), AddError> {
+    let n = if buf.len() >= HEADER {
+        buf[H_NBUF] as usize
+    } else {
+        0
+    };
+    if n > BUF_CAP {
+        return Err(SketchError::Corrupt("working value buffer overfull".into()).into());
+    }
+    loop {
+        match flush_batch(buf)? {
+            Batch::Done => {
+                buf[H_NBUF] = 0;
+                return Ok(());
+            }
+            Batch::NearLimit => {
+                // widen every counter before one can pass its width's limit, then retry
+                let w = buf[H_WIDTH];
+                clear_requests(buf);
+                buf[H_WIDEN] = w.saturating_mul(2).min(8);
+                if let Some((min_len, suggested_len)) = relayout(buf)? {
+                    return Err(AddError::NeedsGrow {
+                        min_len,
+                        suggested_len,
+                    });
+                }
+            }
+            Batch::OneByOne => break,
+        }
+    }
+    // Some value's bucket is outside its window: one value at a time, re-laying out (or asking
+    // to grow) where needed.
+    let mut done = 0;
+    let res = loop {
+        if done == n {
+            break Ok(());
+        }
+        let x = rd_f64(buf, H_BUF + 8 * done);
+        match working_add_fast(buf, x) {
+            Ok(true) => done += 1,
+            Ok(false) => match working_add_slow(buf, done) {
+                Ok(()) => done += 1,
+                Err(e) => break Err(e),
+            },
+            Err(e) => break Err(e.into()),
+        }
+    };
+    if done > 0 {
+        buf.copy_within(H_BUF + 8 * done..H_BUF + 8 * n, H_BUF);
+        buf[H_NBUF] = (n - done) as u8;
+    }
+    res
+}
+
+/// The common case of [`working_flush`]: every buffered value's bucket is inside its window.
+/// The buckets of all values are computed first (independent computations the CPU overlaps),
+/// then the counters, min, max and sum are updated with the header's fields in registers.
+/// Anything but `Batch::Done`: nothing was written.
+#[inline(always)]
+fn flush_batch(buf: &mut [u8]) -> Result<Batch, SketchError> {
+    let Some((hdr, data)) = buf.split_first_chunk_mut::<HEADER>() else {
+        return corrupt("working buffer shorter than its header");
+    };
+    let n = (hdr[H_NBUF] as usize).min(BUF_CAP);
+    let inv = rd_f64(hdr, H_INV);
+    let pos_off = rd_i32(hdr, H_POS_OFF) as i64;
+    let pos_len = rd_u32(hdr, H_POS_LEN) as i64;
+    let neg_off = rd_i32(hdr, H_NEG_OFF) as i64;
+    let neg_len = rd_u32(hdr, H_NEG_LEN) as i64;
+    let w = width_of(hdr);
+    if !matches!(w, 1 | 2 | 4 | 8) {
+        return corrupt("working counter width invalid");
+    }
+    if data.len() < w * (pos_len + neg_len) as usize {
+        return corrupt("working windows exceed buffer");
+    }
+    let Some(count) = rd_u64(hdr, H_COUNT).checked_add(n as u64) else {
+        return Ok(Batch::OneByOne);
+    };
+    // pass 1: every value's counter (byte offset in `data`; usize::MAX for a zero)
+    let mut vals = [0f64; BUF_CAP];
+    for i in 0..n {
+        vals[i] = rd_f64(hdr, H_BUF + 8 * i);
+    }
+    let idx = batch_indices(&vals[..n], inv);
+    let mut cells = [0usize; BUF_CAP];
+    let mut inside = true;
+    for i in 0..n {
+        let x = vals[i];
+        if x == 0.0 {
+            cells[i] = usize::MAX;
+            continue;
+        }
+        let (off, len, base) = if x > 0.0 {
+            (pos_off, pos_len, 0)
+        } else {
+            (neg_off, neg_len, pos_len)
+        };
+        let slot = idx[i] as i64 - off;
+        let ok = slot >= 0 && slot < len;
+        inside &= ok;
+        cells[i] = if ok { w * (base + slot) as usize } else { 0 };
+    }
+    if !inside {
+        return Ok(Batch::OneByOne);
+    }
+    // each counter can take all n values and stay within its width's limit
+    let limit = cnt_limit(w).saturating_sub(n as u64);
+    let mut room = true;
+    for i in 0..n {
+        if cells[i] != usize::MAX {
+            room &= rd_cnt(data, cells[i], w) <= limit;
+        }
+    }
+    if !room {
+        return Ok(Batch::NearLimit);
+    }
+    // pass 2: counters, min, max, sum
+    let mut zeros = 0u64;
+    let mut mn = rd_f64(hdr, H_MIN);
+    let mut mx = rd_f64(hdr, H_MAX);
+    let mut int_sum = rd_i64(hdr, H_INT);
+    let mut limb_adds = 0u32;
+    // |m << (p % 32)| < 2^84, so BUF_CAP of them sum to less than 2^88: no i128 overflow
+    let mut frac_sum = 0i128;
+    let mut frac_k = usize::MAX;
+    for i in 0..n {
+        let x = vals[i];
+        let xv = if cells[i] == usize::MAX {
+            zeros += 1;
+            0.0
+        } else {
+            let p = cells[i];
+            let c = rd_cnt(data, p, w).wrapping_add(1);
+            wr_cnt(data, p, w, c);
+            x
+        };
+        if xv < mn {
+            mn = xv;
+        }
+        if xv > mx {
+            mx = xv;
+        }
+        let iv = x as i64;
+        if iv as f64 == x && iv.unsigned_abs() < INT_PART_LIMIT {
+            int_sum = match int_sum.checked_add(iv) {
+                Some(v) => v,
+                None => {
+                    wr_i64(hdr, H_INT, int_sum);
+                    fold_int_sum(hdr);
+                    iv
+                }
+            };
+        } else {
+            // fractional: the values whose limbs start at the same place as the batch's first
+            // one (all of them, for latencies within a factor of 2^32) are summed exactly in a
+            // 128-bit integer, added to the limbs once after the loop
+            let (m, p) = decompose(x);
+            let k = (p / 32) as usize;
+            if frac_k == usize::MAX {
+                frac_k = k;
+            }
+            if k == frac_k {
+                let v = ((m as u128) << (p % 32)) as i128;
+                frac_sum += if x.is_sign_negative() { -v } else { v };
+            } else {
+                add_to_limbs(hdr, x);
+            }
+            limb_adds += 1;
+        }
+    }
+    if frac_sum != 0 {
+        add_i128_to_limbs(hdr, frac_k, frac_sum);
+    }
+    wr_u64(hdr, H_COUNT, count);
+    if zeros > 0 {
+        let z = rd_u64(hdr, H_ZERO).wrapping_add(zeros);
+        wr_u64(hdr, H_ZERO, z);
+    }
+    wr_f64(hdr, H_MIN, mn);
+    wr_f64(hdr, H_MAX, mx);
+    wr_i64(hdr, H_INT, int_sum);
+    if limb_adds > 0 {
+        add_pending(hdr, limb_adds);
+    }
+    Ok(Batch::Done)
+}
+
+/// Outcome of [`flush_batch`].
+enum Batch {
+    /// Every buffered value was counted.
+    Done,
+    /// Some bucket is outside its window (or the count would overflow): count the values one at
+    /// a time, re-laying out where needed.
+    OneByOne,
+    /// Some counter could pass its width's limit: widen the counters first.
+    NearLimit,
+}
+
+/// Slow path of [`working_flush`] for the buffered value at `from`, whose bucket is outside its
+/// window: re-lay out (in place if the length allows) so the windows cover it and every value
+/// still buffered after it, then count it.
 #[cold]
-fn working_add_slow(buf: &mut [u8], x: f64) -> Result<(), AddError> {
+fn working_add_slow(buf: &mut [u8], from: usize) -> Result<(), AddError> {
     Layout::read(buf)?;
-    let idx = index_of(x.abs(), rd_f64(buf, H_INV)) as i64;
+    let inv = rd_f64(buf, H_INV);
+    let n = buf[H_NBUF] as usize;
+    let mut want = [(i64::MAX, i64::MIN); 2];
+    for i in from..n {
+        let y = rd_f64(buf, H_BUF + 8 * i);
+        if y != 0.0 {
+            let idx = index_of(y.abs(), inv) as i64;
+            let w = &mut want[if y > 0.0 { 0 } else { 1 }];
+            *w = (w.0.min(idx), w.1.max(idx));
+        }
+    }
     clear_requests(buf);
-    set_request(buf, if x > 0.0 { 0 } else { 1 }, idx, idx);
+    for (store, (lo, hi)) in want.into_iter().enumerate() {
+        if lo <= hi {
+            set_request(buf, store, lo, hi);
+        }
+    }
+    // the value itself may be inside its window with its counter at the width's limit
+    let lay = Layout::read(buf)?;
+    let x = rd_f64(buf, H_BUF + 8 * from);
+    if x != 0.0 {
+        let st = if x > 0.0 { 0 } else { 1 };
+        let slot = index_of(x.abs(), inv) as i64 - lay.win[st].0;
+        if slot >= 0 && slot < lay.win[st].1 {
+            let base = if st == 0 { 0 } else { lay.win[0].1 };
+            let c = rd_cnt(buf, HEADER + lay.w * (base + slot) as usize, lay.w);
+            if c >= cnt_limit(lay.w) {
+                buf[H_WIDEN] = width_for(c + 1);
+            }
+        }
+    }
     if let Some((min_len, suggested_len)) = relayout(buf)? {
         return Err(AddError::NeedsGrow {
             min_len,
             suggested_len,
         });
     }
-    if working_add_fast(buf, x)? {
+    if working_add_fast(buf, rd_f64(buf, H_BUF + 8 * from))? {
         Ok(())
     } else {
         Err(SketchError::Corrupt("working buffer relayout failed".into()).into())
@@ -1738,9 +2172,13 @@ fn working_add_slow(buf: &mut [u8], x: f64) -> Result<(), AddError> {
 
 /// Result of planning a re-layout.
 struct Plan {
+    /// Counter width of the source and of the re-laid-out buffer.
+    sw: usize,
+    tw: usize,
     /// New windows (first index, length) for the positive/negative store.
     win: [(i64, i64); 2],
-    /// Byte range in the source buffer of each store's used (non-empty) part.
+    /// Byte offset and length in slots, in the source buffer, of each store's used (non-empty)
+    /// part.
     src: [(usize, usize); 2],
     /// Destination byte offset of each store's used part.
     dst: [usize; 2],
@@ -1753,6 +2191,8 @@ struct Plan {
 fn plan_relayout(buf: &[u8], capacity: usize) -> Result<Result<Plan, (usize, usize)>, SketchError> {
     let lay = Layout::read(buf)?;
     let (kmin, kmax) = (lay.kmin, lay.kmax);
+    let sw = lay.w;
+    let tw = sw.max(buf[H_WIDEN] as usize);
     let mut want = [(0i64, 0i64); 2]; // [lo, hi)
     let mut used = [(0i64, 0i64); 2]; // [lo, hi) of non-empty buckets
     let mut src = [(0usize, 0usize); 2];
@@ -1760,16 +2200,16 @@ fn plan_relayout(buf: &[u8], capacity: usize) -> Result<Result<Plan, (usize, usi
     let mut base = HEADER;
     for s in 0..2 {
         let (off, len) = lay.win[s];
-        let slot = |j: usize| rd_u64(buf, base + 8 * j) != 0;
+        let slot = |j: usize| rd_cnt(buf, base + sw * j, sw) != 0;
         let first = (0..len as usize).find(|&j| slot(j));
         let mut range = None;
         if let Some(f) = first {
             let l = (0..len as usize).rev().find(|&j| slot(j)).unwrap_or(f);
             range = Some((off + f as i64, off + l as i64 + 1));
-            src[s] = (base + 8 * f, 8 * (l - f + 1));
+            src[s] = (base + sw * f, l - f + 1);
         }
         used[s] = range.unwrap_or((0, 0));
-        base += 8 * len as usize;
+        base += sw * len as usize;
         let rlo = rd_i32(buf, H_REQ + 8 * s) as i64;
         let rhi = rd_i32(buf, H_REQ + 8 * s + 4) as i64;
         if rlo <= rhi {
@@ -1790,15 +2230,15 @@ fn plan_relayout(buf: &[u8], capacity: usize) -> Result<Result<Plan, (usize, usi
         want[s] = range.unwrap_or((0, 0));
     }
     let need = (want[0].1 - want[0].0) + (want[1].1 - want[1].0);
-    let min_len = HEADER + 8 * need as usize;
+    let min_len = HEADER + tw * need as usize;
     if min_len > capacity {
         let full = 2 * (kmax - kmin + 1) as u64;
         let sugg =
             (need as u64 + (need as u64 / 2).max(MIN_SLACK_SLOTS)).min(full.max(need as u64));
-        return Ok(Err((min_len, HEADER + 8 * sugg as usize)));
+        return Ok(Err((min_len, HEADER + tw * sugg as usize)));
     }
     // distribute spare slots to the stores that grew (else the non-empty ones)
-    let spare = ((capacity - min_len) / 8) as i64;
+    let spare = ((capacity - min_len) / tw) as i64;
     let mut chosen: Vec<usize> = (0..2).filter(|&s| dir[s] != (false, false)).collect();
     if chosen.is_empty() {
         chosen = (0..2).filter(|&s| want[s].1 > want[s].0).collect();
@@ -1840,7 +2280,7 @@ fn plan_relayout(buf: &[u8], capacity: usize) -> Result<Result<Plan, (usize, usi
         }
         win[s] = (nlo, nhi - nlo);
     }
-    let end = HEADER + 8 * (win[0].1 + win[1].1) as usize;
+    let end = HEADER + tw * (win[0].1 + win[1].1) as usize;
     if end > capacity || win.iter().any(|w| w.1 > u32::MAX as i64) {
         return corrupt("internal relayout overflow");
     }
@@ -1853,10 +2293,17 @@ fn plan_relayout(buf: &[u8], capacity: usize) -> Result<Result<Plan, (usize, usi
         }
     };
     let dst = [
-        HEADER + 8 * rel(0),
-        HEADER + 8 * (win[0].1 as usize + rel(1)),
+        HEADER + tw * rel(0),
+        HEADER + tw * (win[0].1 as usize + rel(1)),
     ];
-    Ok(Ok(Plan { win, src, dst, end }))
+    Ok(Ok(Plan {
+        sw,
+        tw,
+        win,
+        src,
+        dst,
+        end,
+    }))
 }
 
 fn write_plan_header(buf: &mut [u8], plan: &Plan) {
@@ -1868,13 +2315,14 @@ fn write_plan_header(buf: &mut [u8], plan: &Plan) {
         wr_u32(buf, ho, if len > 0 { lo as i32 as u32 } else { 0 });
         wr_u32(buf, hl, len as u32);
     }
+    buf[H_WIDTH] = plan.tw as u8;
     clear_requests(buf);
 }
 
 /// Zero the new window area except the destination ranges of the used data.
 fn zero_gaps(buf: &mut [u8], plan: &Plan) {
-    let (d0, n0) = (plan.dst[0], plan.src[0].1);
-    let (d1, n1) = (plan.dst[1], plan.src[1].1);
+    let (d0, n0) = (plan.dst[0], plan.tw * plan.src[0].1);
+    let (d1, n1) = (plan.dst[1], plan.tw * plan.src[1].1);
     buf[HEADER..d0].fill(0);
     buf[d0 + n0..d1].fill(0);
     buf[d1 + n1..plan.end].fill(0);
@@ -1888,7 +2336,15 @@ fn relayout(buf: &mut [u8]) -> Result<Option<(usize, usize)>, SketchError> {
         Ok(p) => p,
         Err(sizes) => return Ok(Some(sizes)),
     };
-    let [(s0, n0), (s1, n1)] = plan.src;
+    if plan.sw != plan.tw {
+        // widening: read the used counters out, then write them back wider
+        let src = buf.to_vec();
+        move_counters(&src, buf, &plan);
+        zero_gaps(buf, &plan);
+        write_plan_header(buf, &plan);
+        return Ok(None);
+    }
+    let [(s0, n0), (s1, n1)] = plan.src.map(|(o, n)| (o, n * plan.sw));
     let [d0, d1] = plan.dst;
     // Both moves are overlap-safe individually (memmove); order them so the
     // first move never clobbers the source of the second one.
@@ -1902,6 +2358,22 @@ fn relayout(buf: &mut [u8]) -> Result<Option<(usize, usize)>, SketchError> {
     zero_gaps(buf, &plan);
     write_plan_header(buf, &plan);
     Ok(None)
+}
+
+/// Copy each store's used counters from `src` (at the plan's source width) to their places in
+/// `dst` (at its target width).
+fn move_counters(src: &[u8], dst: &mut [u8], plan: &Plan) {
+    for s in 0..2 {
+        let (so, n) = plan.src[s];
+        if plan.sw == plan.tw {
+            dst[plan.dst[s]..plan.dst[s] + n * plan.sw].copy_from_slice(&src[so..so + n * plan.sw]);
+        } else {
+            for j in 0..n {
+                let c = rd_cnt(src, so + plan.sw * j, plan.sw);
+                wr_cnt(dst, plan.dst[s] + plan.tw * j, plan.tw, c);
+            }
+        }
+    }
 }
 
 /// Copy a working buffer into a new one (after `NeedsGrow`), re-centring the
@@ -1919,10 +2391,7 @@ pub fn working_grow(old: &[u8], new: &mut [u8]) -> Result<(), SketchError> {
         }
     };
     new[..HEADER].copy_from_slice(&old[..HEADER]);
-    for s in 0..2 {
-        let (src, n) = plan.src[s];
-        new[plan.dst[s]..plan.dst[s] + n].copy_from_slice(&old[src..src + n]);
-    }
+    move_counters(old, new, &plan);
     zero_gaps(new, &plan);
     write_plan_header(new, &plan);
     Ok(())
@@ -1969,12 +2438,41 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
             return Err(SketchError::Corrupt("working buffer relayout failed".into()).into());
         }
     }
-    let bases = [HEADER, HEADER + 8 * lay.win[0].1 as usize];
+    // the largest merged counter decides the width (widened first when it does not fit)
+    let cell = |lay: &Layout, s: usize, i: i32| {
+        let base = if s == 0 { 0 } else { lay.win[0].1 };
+        HEADER + lay.w * (base + i as i64 - lay.win[s].0) as usize
+    };
+    let mut top = 0u64;
     for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
         for &(i, c) in &store.bins {
-            let o = bases[s] + 8 * (i as i64 - lay.win[s].0) as usize;
-            let v = rd_u64(buf, o).wrapping_add(c);
-            wr_u64(buf, o, v);
+            top = top.max(rd_cnt(buf, cell(&lay, s, i), lay.w).saturating_add(c));
+        }
+    }
+    if top > cnt_limit(lay.w) {
+        clear_requests(buf);
+        for s in 0..2 {
+            if let Some((a, b)) = ranges[s] {
+                set_request(buf, s, a, b);
+            }
+        }
+        buf[H_WIDEN] = width_for(top);
+        if let Some((min_len, suggested_len)) = relayout(buf)? {
+            return Err(AddError::NeedsGrow {
+                min_len,
+                suggested_len,
+            });
+        }
+        lay = Layout::read(buf)?;
+        if !covered(0, &lay) || !covered(1, &lay) || top > cnt_limit(lay.w) {
+            return Err(SketchError::Corrupt("working buffer widening failed".into()).into());
+        }
+    }
+    for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
+        for &(i, c) in &store.bins {
+            let o = cell(&lay, s, i);
+            let v = rd_cnt(buf, o, lay.w).wrapping_add(c);
+            wr_cnt(buf, o, lay.w, v);
         }
     }
     wr_u64(buf, H_COUNT, count);
@@ -1996,6 +2494,9 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
 
 /// Convert a working buffer into an owned sketch (validated).
 pub fn working_to_sketch(buf: &[u8]) -> Result<Sketch, SketchError> {
+    if buf.len() >= 4 && buf[H_MAGIC] == WORKING_MAGIC && buf[H_LAYOUT] == LEGACY_LAYOUT {
+        return working_to_sketch(&from_legacy_layout(buf)?);
+    }
     let lay = Layout::read(buf)?;
     let alpha = rd_f64(buf, H_ALPHA);
     let p = match Params::new(alpha) {
@@ -2020,15 +2521,42 @@ pub fn working_to_sketch(buf: &[u8]) -> Result<Sketch, SketchError> {
     for (sidx, store) in [&mut s.pos, &mut s.neg].into_iter().enumerate() {
         let (off, len) = lay.win[sidx];
         for j in 0..len as usize {
-            let c = rd_u64(buf, base + 8 * j);
+            let c = rd_cnt(buf, base + lay.w * j, lay.w);
             if c != 0 {
                 store.bins.push(((off + j as i64) as i32, c));
             }
         }
-        base += 8 * len as usize;
+        base += lay.w * len as usize;
+    }
+    // the values still buffered, added as `working_flush` would have added them
+    for i in 0..buf[H_NBUF] as usize {
+        s.add(rd_f64(buf, H_BUF + 8 * i))?;
     }
     s.validate().map_err(SketchError::Corrupt)?;
     Ok(s)
+}
+
+/// A layout-3 copy of a layout-2 working buffer (a state a 0.7.0 build returned from a direct
+/// `ops_sketch_trans` call and that was stored as such): the hot fields stay, the cold fields
+/// and the windows move up by the value buffer, which starts empty.
+fn from_legacy_layout(buf: &[u8]) -> Result<Vec<u8>, SketchError> {
+    // layout 2: magic, layout, 2 reserved bytes, the fields at 4..64, then alpha, zero count and
+    // growth request (64..96), then the limbs (96..640), then 8-byte counters
+    const L2_COLD: usize = 64;
+    const L2_SUM: usize = L2_COLD + 32;
+    const L2_HEADER: usize = L2_SUM + 8 * LIMBS;
+    if buf.len() < L2_HEADER {
+        return corrupt("working buffer shorter than its header");
+    }
+    let mut out = vec![0u8; buf.len() + (HEADER - L2_HEADER)];
+    out[..4].copy_from_slice(&buf[..4]);
+    out[H_POS_OFF..H_HOT_END].copy_from_slice(&buf[4..L2_COLD]);
+    out[H_ALPHA..H_ALPHA + 32].copy_from_slice(&buf[L2_COLD..L2_SUM]);
+    out[H_SUM..].copy_from_slice(&buf[L2_SUM..]);
+    out[H_LAYOUT] = WORKING_LAYOUT;
+    out[H_NBUF] = 0;
+    out[H_WIDTH] = 8;
+    Ok(out)
 }
 
 /// Build a working buffer from an owned sketch (with slack for growth).
@@ -2149,6 +2677,30 @@ mod index_tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The batched bucket computation of a flush equals `index_of` value by value.
+        #[test]
+        fn batch_indices_equal_index_of(
+            vals in prop::collection::vec(
+                prop_oneof![
+                    (1u64..0x7fef_ffff_ffff_ffff).prop_map(f64::from_bits),
+                    (-1e7f64..1e7),
+                    (1u32..600_000).prop_map(|v| v as f64),
+                    Just(0.0),
+                    Just(f64::MIN_POSITIVE / 8.0),
+                ],
+                0..=BUF_CAP,
+            ),
+            alpha in prop::sample::select(vec![1e-4, 0.005, 0.02, 0.1]),
+        ) {
+            let inv = inv_for(alpha);
+            let got = batch_indices(&vals, inv);
+            for (i, &x) in vals.iter().enumerate() {
+                if x != 0.0 {
+                    prop_assert_eq!(got[i], index_of(x.abs(), inv), "x {:e}", x);
+                }
+            }
+        }
+
         #[test]
         fn fast_index_equals_the_definition(
             bits in 1u64..0x7fef_ffff_ffff_ffff,
@@ -2266,7 +2818,32 @@ mod tests {
                 }
             }
         }
+        grows += flush_growing(&mut buf);
         (buf, grows)
+    }
+
+    /// `working_flush`, growing `buf` to the suggested length when asked: afterwards every value
+    /// is in the counters, as a `working_add` of layout 2 left it.
+    fn flush_growing(buf: &mut Vec<u8>) -> usize {
+        let mut grows = 0;
+        loop {
+            match working_flush(buf) {
+                Ok(()) => return grows,
+                Err(AddError::NeedsGrow { suggested_len, .. }) => {
+                    let mut nb = vec![0xEEu8; suggested_len];
+                    working_grow(buf, &mut nb).unwrap();
+                    *buf = nb;
+                    grows += 1;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    }
+
+    /// `working_add` and then `working_flush`, growing when asked.
+    fn add_now(buf: &mut Vec<u8>, x: f64) {
+        add_growing(buf, x);
+        flush_growing(buf);
     }
 
     /// `working_add`, growing `buf` to the suggested length when asked.
@@ -2881,7 +3458,7 @@ mod tests {
     fn lazy_carry_normalization() {
         let mut s = Sketch::new(0.01).unwrap();
         s.sum.pending = PENDING_LIMIT - 5;
-        let mut w = vec![0u8; working_min_len() + 64];
+        let mut w = vec![0u8; working_min_len() + 64 * 8];
         working_init(&mut w, 0.01).unwrap();
         wr_u32(&mut w, H_PENDING, PENDING_LIMIT - 5);
         // In the working buffer only non-integral values are limb additions (pending); the
@@ -2890,7 +3467,7 @@ mod tests {
         for _ in 0..20 {
             for x in [frac, int] {
                 s.add(x).unwrap();
-                working_add(&mut w, x).unwrap();
+                add_now(&mut w, x);
             }
         }
         assert!(s.sum.pending < 40);
@@ -2981,12 +3558,16 @@ mod tests {
             working_add(&mut w, f64::NAN),
             Err(AddError::Sketch(SketchError::InvalidValue(_)))
         ));
-        match working_add(&mut w, 5.0) {
+        // the value waits in the value buffer; counting it needs a window
+        working_add(&mut w, 5.0).unwrap();
+        assert_eq!(working_count(&w).unwrap(), 1);
+        match working_flush(&mut w) {
             Err(AddError::NeedsGrow {
                 min_len,
                 suggested_len,
             }) => {
-                assert_eq!(min_len, working_min_len() + 8);
+                // one counter, of the initial width (1 byte)
+                assert_eq!(min_len, working_min_len() + INITIAL_WIDTH as usize);
                 assert!(suggested_len > min_len);
                 let mut small = vec![0u8; min_len - 1];
                 assert!(matches!(
@@ -3174,14 +3755,16 @@ mod tests {
     fn integral_adds_stay_in_the_hot_line() {
         let mut w = vec![0u8; working_min_len() + 8 * 2000];
         working_init(&mut w, DEFAULT_ALPHA).unwrap();
-        let cold = w[H_HOT_END..HEADER].to_vec();
+        // (the value buffer, after the hot line, is where working_add writes)
+        let cold = w[H_ALPHA..HEADER].to_vec();
         let vals: Vec<f64> = (0..5000)
             .map(|i| ((i * 7919) % 600000 + 1) as f64)
             .collect();
         for &x in &vals {
             working_add(&mut w, x).unwrap();
         }
-        assert_eq!(&w[H_HOT_END..HEADER], &cold[..]);
+        working_flush(&mut w).unwrap();
+        assert_eq!(&w[H_ALPHA..HEADER], &cold[..]);
         assert_eq!(rd_u32(&w, H_PENDING), 0);
         assert_eq!(rd_i64(&w, H_INT), vals.iter().sum::<f64>() as i64);
         assert_eq!(
@@ -3190,8 +3773,9 @@ mod tests {
         );
         // a non-integral value goes to the limbs and is pending
         working_add(&mut w, 0.25).unwrap();
+        working_flush(&mut w).unwrap();
         assert_eq!(rd_u32(&w, H_PENDING), 1);
-        assert_ne!(&w[H_SUM..HEADER], &cold[H_SUM - H_HOT_END..]);
+        assert_ne!(&w[H_SUM..HEADER], &cold[H_SUM - H_ALPHA..]);
     }
 
     /// Runs of values near +-2^53 overflow the i64 integer part both ways; each overflow folds
@@ -3209,7 +3793,7 @@ mod tests {
             (10, -5),
         ] {
             for _ in 0..n {
-                add_growing(&mut w, v as f64);
+                add_now(&mut w, v as f64);
                 s.add(v as f64).unwrap();
                 exact += v as i128;
                 model = model.checked_add(v).unwrap_or_else(|| {
@@ -3234,6 +3818,128 @@ mod tests {
             working_to_sketch(&m).unwrap().sum().unwrap().to_bits(),
             twice.sum().unwrap().to_bits()
         );
+    }
+
+    /// Values wait in the value buffer until BUF_CAP of them are there; until then every reader
+    /// counts them, and the counters are untouched.
+    #[test]
+    fn buffered_values_are_read_before_they_are_counted() {
+        let mut w = vec![0u8; working_min_len() + 600];
+        working_init(&mut w, DEFAULT_ALPHA).unwrap();
+        let vals = [3.5, -2.0, 0.0, 1e6, 17.0];
+        for &x in &vals {
+            working_add(&mut w, x).unwrap();
+        }
+        assert_eq!(w[H_NBUF] as usize, vals.len());
+        assert_eq!(rd_u64(&w, H_COUNT), 0);
+        assert_eq!(working_count(&w).unwrap(), vals.len() as u64);
+        assert_eq!(
+            working_to_sketch(&w).unwrap().encode(),
+            build(&vals, DEFAULT_ALPHA).encode()
+        );
+        // merging into it leaves them waiting, and they are still counted once
+        let other = build(&[4.0, 4.0], DEFAULT_ALPHA);
+        let mut v = w.to_vec();
+        working_merge_all(&mut v, &other);
+        assert_eq!(v[H_NBUF] as usize, vals.len());
+        let mut all = vals.to_vec();
+        all.extend([4.0, 4.0]);
+        assert_eq!(
+            working_to_sketch(&v).unwrap().encode(),
+            build(&all, DEFAULT_ALPHA).encode()
+        );
+        // the BUF_CAP + 1st add counts the first BUF_CAP
+        let mut u = vec![0u8; working_min_len() + 600];
+        working_init(&mut u, DEFAULT_ALPHA).unwrap();
+        let many: Vec<f64> = (1..=BUF_CAP as u32 + 1).map(|i| i as f64 * 1.25).collect();
+        for &x in &many {
+            add_growing(&mut u, x);
+        }
+        assert_eq!(u[H_NBUF], 1);
+        assert_eq!(rd_u64(&u, H_COUNT), BUF_CAP as u64);
+        assert_eq!(
+            working_to_sketch(&u).unwrap().encode(),
+            build(&many, DEFAULT_ALPHA).encode()
+        );
+    }
+
+    /// Counters start one byte wide and widen (the whole window) before any would pass its
+    /// width's limit, by adds and by merges; every step equals the owned sketch.
+    #[test]
+    fn counters_widen_before_they_overflow() {
+        let mut w = vec![0u8; working_min_len()];
+        working_init(&mut w, 0.01).unwrap();
+        assert_eq!(w[H_WIDTH], INITIAL_WIDTH);
+        let mut s = Sketch::new(0.01).unwrap();
+        let mut seen = vec![w[H_WIDTH]];
+        for i in 0..200_000u64 {
+            let x = if i % 3 == 0 {
+                250.0
+            } else {
+                12.5 + (i % 7) as f64
+            };
+            add_growing(&mut w, x);
+            s.add(x).unwrap();
+            if *seen.last().unwrap() != w[H_WIDTH] {
+                seen.push(w[H_WIDTH]);
+            }
+        }
+        flush_growing(&mut w);
+        assert_eq!(seen, vec![1, 2, 4]);
+        assert_eq!(working_to_sketch(&w).unwrap().encode(), s.encode());
+        // a merge whose counts need 8 bytes widens first
+        let mut big = Sketch::new(0.01).unwrap();
+        big.add_n(12.5, 1 << 40).unwrap();
+        big.add_n(-3.0, 5).unwrap();
+        working_merge_all(&mut w, &big);
+        assert_eq!(w[H_WIDTH], 8);
+        s.merge(&big).unwrap();
+        assert_eq!(working_to_sketch(&w).unwrap().encode(), s.encode());
+        // a fresh state merging a sketch picks the narrowest width that holds its counts
+        let mut f = vec![0u8; working_min_len()];
+        working_init(&mut f, 0.01).unwrap();
+        let mut mid = Sketch::new(0.01).unwrap();
+        mid.add_n(7.0, 300).unwrap();
+        working_merge_all(&mut f, &mid);
+        assert_eq!(f[H_WIDTH], 2);
+        assert_eq!(working_to_sketch(&f).unwrap().encode(), mid.encode());
+        assert_eq!(width_for(cnt_limit(1)), 1);
+        assert_eq!(width_for(cnt_limit(1) + 1), 2);
+        assert_eq!(width_for(cnt_limit(4) + 1), 8);
+    }
+
+    /// A layout-2 working buffer (0.7.0: no value buffer, 8-byte counters) is still read.
+    #[test]
+    fn layout_2_working_buffer_is_read() {
+        let vals: Vec<f64> = (1..500)
+            .map(|i| (i * 37 % 1000) as f64 * 0.75 - 40.0)
+            .collect();
+        let want = build(&vals, 0.01);
+        let mut w = vec![0u8; working_min_len()];
+        working_init(&mut w, 0.01).unwrap();
+        for &x in &vals {
+            add_growing(&mut w, x);
+        }
+        // widen to 8 bytes and count everything, as layout 2 kept it
+        clear_requests(&mut w);
+        w[H_WIDEN] = 8;
+        let mut nb = vec![0u8; w.len() * 8 + 64];
+        working_grow(&w, &mut nb).unwrap();
+        let mut w = nb;
+        flush_growing(&mut w);
+        assert_eq!((w[H_WIDTH], w[H_NBUF]), (8, 0));
+        let mut l2 = w[..4].to_vec();
+        l2[H_LAYOUT] = LEGACY_LAYOUT;
+        l2[H_NBUF] = 0;
+        l2[H_WIDTH] = 0;
+        l2.extend_from_slice(&w[H_POS_OFF..H_HOT_END]);
+        l2.extend_from_slice(&w[H_ALPHA..H_ALPHA + 32]);
+        l2.extend_from_slice(&w[H_SUM..]);
+        assert_eq!(working_to_sketch(&l2).unwrap().encode(), want.encode());
+        assert_eq!(working_alpha(&l2).unwrap(), 0.01);
+        // not updated in place: the in-place operations reject it
+        assert!(!is_current_working(&l2));
+        assert!(working_add(&mut l2, 1.0).is_err());
     }
 
     /// A layout-1 working buffer (magic 0xD5) is rejected, not misread.
