@@ -6,7 +6,7 @@
 use crate::cores::records::{self as rc, Class, HistoryFilter, RecordError};
 use crate::error::{OrRaise, SqlError};
 use crate::rollups::{ext_schema, tstz, us, with_hash_aggregation};
-use crate::types::JsonbText;
+use crate::types::JsonbDatum;
 use pgrx::datum::Date;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -242,15 +242,102 @@ fn ops_create_record_partitions(from_day: Date, to_day: Date) -> i32 {
     created
 }
 
+/// The checked records of a `jsonb` batch. Read from the binary form: each element's eight
+/// fields are looked up in its object (no text, no JSON tree) and checked by
+/// [`rc::record_from_fields`]. If any element fails a check, or the batch is not an array of
+/// objects, the whole batch is read again from its text by [`rc::parse_records_text`], whose
+/// error (the first bad element, its value shown as text) is the one raised: the errors are
+/// those of the text reader, and the binary reader only ever accepts what it accepts.
+fn read_batch(records: JsonbDatum) -> Vec<rc::Record> {
+    // SAFETY: a jsonb datum; read only, within this call.
+    match unsafe { read_binary(records.0) } {
+        Some(batch) => batch,
+        None => rc::parse_records_text(&records.text()).or_raise(),
+    }
+}
+
+/// The binary reader of [`read_batch`]; `None`: read the text instead.
+///
+/// # Safety
+/// `datum` must be a `jsonb` datum valid for the call.
+unsafe fn read_binary(datum: pg_sys::Datum) -> Option<Vec<rc::Record>> {
+    unsafe {
+        let jb = pg_sys::pg_detoast_datum(datum.cast_mut_ptr::<pg_sys::varlena>());
+        // struct Jsonb { int32 vl_len_; JsonbContainer root; }
+        let root = (jb as *mut u8).add(4) as *mut pg_sys::JsonbContainer;
+        let header = (*root).header;
+        if header & pg_sys::JB_FARRAY == 0 || header & pg_sys::JB_FSCALAR != 0 {
+            return None;
+        }
+        let n = header & pg_sys::JB_CMASK;
+        let mut out = Vec::with_capacity(n as usize);
+        let mut res: pg_sys::JsonbValue = std::mem::zeroed();
+        for i in 0..n {
+            let elem = pg_sys::getIthJsonbValueFromContainer(root, i);
+            if elem.is_null() || (*elem).type_ != pg_sys::jbvType::jbvBinary {
+                return None;
+            }
+            let obj = (*elem).val.binary.data;
+            if (*obj).header & pg_sys::JB_FOBJECT == 0 {
+                return None;
+            }
+            let mut fields = [rc::Scalar::Absent; 8];
+            for (f, key) in fields.iter_mut().zip(rc::FIELDS) {
+                let v = pg_sys::getKeyJsonValueFromContainer(
+                    obj,
+                    key.as_ptr() as *const core::ffi::c_char,
+                    key.len() as i32,
+                    &mut res,
+                );
+                *f = if v.is_null() {
+                    rc::Scalar::Absent
+                } else {
+                    scalar(&*v)?
+                };
+            }
+            out.push(rc::record_from_fields(&fields)?);
+            pg_sys::pfree(elem.cast());
+        }
+        Some(out)
+    }
+}
+
+/// A found value as the checks see it (see [`rc::Scalar`]); strings borrow the jsonb's bytes.
+///
+/// # Safety
+/// `v` must be a value found in a jsonb container that outlives the result.
+unsafe fn scalar<'a>(v: &pg_sys::JsonbValue) -> Option<rc::Scalar<'a>> {
+    unsafe {
+        Some(match v.type_ {
+            pg_sys::jbvType::jbvNull => rc::Scalar::Absent,
+            pg_sys::jbvType::jbvBool => rc::Scalar::Bool(v.val.boolean),
+            pg_sys::jbvType::jbvString => {
+                let s = v.val.string;
+                let bytes = std::slice::from_raw_parts(s.val as *const u8, s.len as usize);
+                rc::Scalar::Str(std::str::from_utf8(bytes).ok()?)
+            }
+            pg_sys::jbvType::jbvNumeric => {
+                // numeric -> text -> double as float8in reads it: the double the text reader
+                // gets from the same text (a value too large for a double reads as infinite)
+                let d = pgrx::direct_function_call::<f64>(
+                    pg_sys::numeric_float8_no_overflow,
+                    &[Some(pg_sys::Datum::from(v.val.numeric))],
+                )?;
+                rc::Scalar::Num(d)
+            }
+            _ => rc::Scalar::Other,
+        })
+    }
+}
+
 /// Writes a JSON array of request records (see `docs/records.md` for the fields). One bad
 /// element rejects the whole batch with an `ERROR` naming its index and field; nothing is
 /// written. Creates missing day partitions and moves each key's latest success/failure time.
 /// Returns the number of records written (0 for an empty array).
 #[pg_extern(volatile, strict)]
 #[search_path(pg_catalog, pg_temp)]
-fn ops_add_records(records: JsonbText) -> i64 {
-    let batch = rc::parse_records_text(&records.0).or_raise();
-    drop(records);
+fn ops_add_records(records: JsonbDatum) -> i64 {
+    let batch = read_batch(records);
     if batch.is_empty() {
         return 0;
     }

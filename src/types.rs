@@ -98,17 +98,7 @@ impl FromDatum for JsonbText {
         is_null: bool,
         _typoid: pg_sys::Oid,
     ) -> Option<Self> {
-        if is_null {
-            return None;
-        }
-        // SAFETY: a jsonb datum; jsonb_out detoasts it and returns a palloc'd C string.
-        unsafe {
-            let cstr =
-                pgrx::direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(datum)])?;
-            let text = cstr.to_string_lossy().into_owned();
-            pg_sys::pfree(cstr.as_ptr() as *mut core::ffi::c_void);
-            Some(JsonbText(text))
-        }
+        (!is_null).then(|| JsonbText(JsonbDatum(datum).text()))
     }
 }
 
@@ -126,6 +116,56 @@ pgrx::impl_sql_translatable!(JsonbText, "jsonb");
 // SAFETY: a jsonb argument is a varlena pointer; `unbox_arg_using_from_datum` reads it through
 // the FromDatum impl above.
 unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbText {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("jsonb argument {index} must not be null"))
+    }
+}
+
+/// A `jsonb` argument kept as its datum, for a reader of the binary form (see
+/// `records::read_batch`); it reads the text form (`jsonb_out`) only when it must.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonbDatum(pub pg_sys::Datum);
+
+impl JsonbDatum {
+    /// The text form (`jsonb_out`), as [`JsonbText`] reads it.
+    pub fn text(&self) -> String {
+        // SAFETY: a jsonb datum; jsonb_out detoasts it and returns a palloc'd C string.
+        unsafe {
+            let cstr =
+                pgrx::direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(self.0)])
+                    .expect("jsonb_out returns a string");
+            let text = cstr.to_string_lossy().into_owned();
+            pg_sys::pfree(cstr.as_ptr() as *mut core::ffi::c_void);
+            text
+        }
+    }
+}
+
+impl FromDatum for JsonbDatum {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        (!is_null).then_some(JsonbDatum(datum))
+    }
+}
+
+impl IntoDatum for JsonbDatum {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        None // arguments only
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+pgrx::impl_sql_translatable!(JsonbDatum, "jsonb");
+
+// SAFETY: as for JsonbText: a varlena pointer read through the FromDatum impl above.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbDatum {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         unsafe { arg.unbox_arg_using_from_datum() }

@@ -281,6 +281,77 @@ pub fn parse_records_text(text: &str) -> Result<Vec<Record>, RecordError> {
     parse_records(&value)
 }
 
+/// One field of a record element as a reader of the binary `jsonb` found it: what the checks
+/// need, without building a JSON tree. `Other` is anything else (an array, an object, a number
+/// that does not fit a double, a string that is not UTF-8).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar<'a> {
+    /// The key is absent, or its value is JSON null (the checks treat both alike).
+    Absent,
+    Str(&'a str),
+    Bool(bool),
+    /// A number, as the double its text reads as (the text `jsonb` prints for it).
+    Num(f64),
+    Other,
+}
+
+/// The fields of a record element, in [`FIELDS`] order.
+pub type Fields<'a> = [Scalar<'a>; 8];
+
+/// Keys of a record element, in the order of [`Fields`].
+pub const FIELDS: [&str; 8] = [
+    "api_type",
+    "metrics_key",
+    "base_url",
+    "model",
+    "success",
+    "status_code",
+    "latency_ms",
+    "created_at",
+];
+
+/// The record of an element whose fields pass every check, exactly as [`parse_records`] reads
+/// the same element from its text; `None` when any check fails, and the caller then reads the
+/// batch from its text for the error (the first bad element, with the value shown as text).
+pub fn record_from_fields(f: &Fields<'_>) -> Option<Record> {
+    let key = |v: Scalar| match v {
+        Scalar::Str(s) if !s.is_empty() => Some(s.to_owned()),
+        _ => None,
+    };
+    let optional = |v: Scalar| match v {
+        Scalar::Absent => Some(String::new()),
+        Scalar::Str(s) => Some(s.to_owned()),
+        _ => None,
+    };
+    let status_code = match f[5] {
+        // the text path takes an integer literal, or a double that is integral (|x| < 1e18);
+        // either way a code in 0 .. 999 is that double's value
+        Scalar::Num(x) if x.fract() == 0.0 && (0.0..=999.0).contains(&x) => x as i32,
+        _ => return None,
+    };
+    let latency_ms = match f[6] {
+        Scalar::Num(x) if x.is_finite() && x >= 0.0 => x,
+        _ => return None,
+    };
+    let created_at = match f[7] {
+        Scalar::Str(s) => parse_rfc3339(s).ok()?,
+        _ => return None,
+    };
+    Some(Record {
+        api_type: key(f[0])?,
+        metrics_key: key(f[1])?,
+        base_url: optional(f[2])?,
+        model: optional(f[3])?,
+        success: match f[4] {
+            Scalar::Bool(b) => b,
+            _ => return None,
+        },
+        status_code,
+        latency_ms,
+        created_at,
+    })
+}
+
 /// Checks a JSON array of record objects.
 pub fn parse_records(value: &Value) -> Result<Vec<Record>, RecordError> {
     let items = match value {
@@ -739,7 +810,89 @@ mod tests {
         assert_eq!(civil_from_days(UNIX_TO_PG_EPOCH_DAYS), (2000, 1, 1));
     }
 
+    /// The fields of a JSON element as the binary jsonb reader hands them over (numbers: the
+    /// double their text reads as; null: absent).
+    fn scalars(v: &Value) -> Fields<'_> {
+        let mut f = [Scalar::Absent; 8];
+        for (slot, key) in f.iter_mut().zip(FIELDS) {
+            *slot = match v.get(key) {
+                None | Some(Value::Null) => Scalar::Absent,
+                Some(Value::String(s)) => Scalar::Str(s),
+                Some(Value::Bool(b)) => Scalar::Bool(*b),
+                Some(Value::Number(n)) => {
+                    Scalar::Num(n.to_string().parse::<f64>().unwrap_or(f64::INFINITY))
+                }
+                Some(_) => Scalar::Other,
+            };
+        }
+        f
+    }
+
+    fn field_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            prop::sample::select(vec![
+                "",
+                "messages",
+                "k1",
+                "2026-11-22T10:15:00Z",
+                "2026-11-22T10:15:00.5+02:00",
+                "2026-02-30T00:00:00Z",
+                "yesterday",
+                "2026-11-22 10:15:00Z",
+            ])
+            .prop_map(|s| Value::String(s.into())),
+            prop::sample::select(vec![
+                "0",
+                "-0",
+                "200",
+                "200.0",
+                "2e2",
+                "999",
+                "1000",
+                "-1",
+                "12.5",
+                "0.001",
+                "1e308",
+                "1e400",
+                "-12.5",
+                "503.5",
+                "1e-400",
+                "99999999999999999999",
+            ])
+            .prop_map(|t| serde_json::from_str::<Value>(t).unwrap()),
+            Just(json!([1, 2])),
+            Just(json!({"a": 1})),
+        ]
+    }
+
     proptest! {
+        /// The binary reader's checks accept exactly what the text reader accepts, with the
+        /// same record, field by field, whatever each field holds.
+        #[test]
+        fn fields_check_like_the_text_reader(
+            vals in prop::collection::vec(prop::option::of(field_value()), 8),
+            base in 0usize..3,
+        ) {
+            let mut obj = good(base).as_object().unwrap().clone();
+            for (key, v) in FIELDS.iter().zip(&vals) {
+                match v {
+                    Some(v) => { obj.insert((*key).into(), v.clone()); }
+                    None if base == 1 => { obj.remove(*key); }
+                    None => {}
+                }
+            }
+            let elem = Value::Object(obj);
+            let text = parse_records(&Value::Array(vec![elem.clone()]));
+            let fast = record_from_fields(&scalars(&elem));
+            match (text, fast) {
+                (Ok(mut r), Some(f)) => prop_assert_eq!(r.pop().unwrap(), f),
+                (Err(_), None) => {}
+                (t, f) => prop_assert!(false, "text {:?} fast {:?} for {}", t, f, elem),
+            }
+        }
+
         #[test]
         fn rfc3339_matches_arithmetic(secs in -62_000_000_000i64..250_000_000_000i64,
                                       micros in 0i64..1_000_000,
