@@ -85,6 +85,12 @@ for frozen in sql/opsmeter--*.sql; do
     install -m 644 "$frozen" "$extdir/opsmeter--$old.sql"
     "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_upgrade" -c "CREATE DATABASE opsmeter_upgrade"
     "${PSQL[@]}" -d opsmeter_upgrade -c "CREATE EXTENSION opsmeter VERSION '$old'" -c "$SEED"
+    # From 0.7.0 on the log tables are partitioned already: the seeded rows sit in the default
+    # partitions until the partitions job moves them, as it would have before the upgrade.
+    if [ "$(printf '%s\n' 0.7.0 "$old" | sort -V | head -1)" = 0.7.0 ]; then
+        "${PSQL[@]}" -d opsmeter_upgrade -c "SET client_min_messages = warning" \
+            -c "SELECT ops_run_job('partitions')" >/dev/null
+    fi
     before="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$ROWS")"
     "${PSQL[@]}" -d opsmeter_upgrade -c "ALTER EXTENSION opsmeter UPDATE TO '$version'"
     after="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$ROWS")"
