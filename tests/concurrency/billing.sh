@@ -367,8 +367,12 @@ quota_check() {
 }
 bad=$(quota_check)
 [ "$bad" = 0 ] || die "$bad quota rows are not the sums of their ledger rows with included = least(quota, bytes)"
+# Which month a delta lands in depends on the order pages arrive (a late sample is a replay, the
+# next delta covers it), so the concurrent run bills November and December, or December alone
+# when every node's first committed page was a December one; the serial run in page order below
+# must bill both.
 periods=$(q "SELECT count(DISTINCT period_start) FROM opsmeter.billing_quota")
-[ "$periods" = 2 ] || die "the stream bills $periods quota periods, expected 2 (November and December)"
+[ "$periods" = 1 ] || [ "$periods" = 2 ] || die "the stream bills $periods quota periods, expected 2 (November and December) or, pages permitting, 1"
 ran_out=$(q "SELECT count(*) FROM opsmeter.billing_quota WHERE included_used_bytes = included_quota_bytes AND billable_bytes > 0")
 split=$(q "SELECT count(*) FROM opsmeter.billing_ledger WHERE included_bytes > 0 AND billable_bytes > 0")
 [ "$ran_out" -gt 0 ] && [ "$split" -gt 0 ] || die "no included quota ran out during the stream: the test did not exercise quota"
@@ -436,6 +440,8 @@ bad=$(q "SELECT count(*) FROM (SELECT account_id, sum(included_used_bytes + bill
 [ "$bad" = 0 ] || die "$bad accounts' billed bytes differ between the concurrent run and a serial run in page order"
 bad=$(quota_check)
 [ "$bad" = 0 ] || die "after the serial run in page order, $bad quota rows are not the sums of their ledger rows with included = least(quota, bytes)"
+periods=$(q "SELECT count(DISTINCT period_start) FROM opsmeter.billing_quota")
+[ "$periods" = 2 ] || die "the serial run in page order bills $periods quota periods, expected 2 (November and December)"
 moved=$(q "SELECT count(*) FROM conc.saved_periods c FULL JOIN conc.period_totals s USING (account_id, period_start)
             WHERE (c.included_used_bytes, c.billable_bytes, c.amount) IS DISTINCT FROM (s.included_used_bytes, s.billable_bytes, s.amount)")
 echo "test a serial run in page order bills the same bytes per (node, account) and per account as the concurrent run ($moved (account, month) rows differ: bytes of late pages land in later minutes) ... ok"
