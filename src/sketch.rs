@@ -300,12 +300,10 @@ unsafe fn trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> Option<pg_sys::Datum> 
             return None;
         }
         let buf = payload_mut(state);
-        if !dd::is_current_working(buf) {
-            return None;
-        }
         let x = float8_arg(fcinfo, 1);
-        // On error the buffer is unchanged (the core guarantees it) and the guarded path
-        // repeats the add and reports or grows.
+        // On error `x` is not added and the buffer holds the same values (the core guarantees
+        // it; a state that is not a working buffer of this layout is refused untouched), and
+        // the guarded path repeats the add and converts, grows or reports.
         dd::working_add(buf, x).ok()?;
         Some(pg_sys::Datum::from(state))
     }

@@ -174,23 +174,33 @@ const LN_TABLE: [(f64, f64); LN_TABLE_ROWS] = {
 /// longest part of it. `None` for subnormals, where the caller uses libm.
 #[inline(always)]
 fn ln_parts(mag: f64) -> Option<(f64, f64)> {
+    let (normal, m, inv_c, base) = ln_split(mag);
+    normal.then(|| (base, ln_series(m, inv_c)))
+}
+
+/// The parts of [`ln_parts`] that come from the bits of `mag`: whether it is a normal number,
+/// its mantissa `m` in [1, 2), the table row's `1 / c`, and `base` (meaningful when normal).
+#[inline(always)]
+fn ln_split(mag: f64) -> (bool, f64, f64, f64) {
     let bits = mag.to_bits();
     let biased = (bits >> 52) & 0x7ff;
-    if biased == 0 || biased == 0x7ff {
-        return None;
-    }
     let mantissa = bits & ((1u64 << 52) - 1);
-    let j = (mantissa >> (52 - LN_TABLE_BITS)) as usize;
+    let (ln_c, inv_c) = LN_TABLE[(mantissa >> (52 - LN_TABLE_BITS)) as usize];
     let m = f64::from_bits(mantissa | (1023u64 << 52));
-    let (ln_c, inv_c) = LN_TABLE[j];
-    // r = m / c - 1 for c = 1 + j / 256 <= m < c + 1/256: m * (1/c) lies in [1, 1 + 2^-8) (or a
-    // rounding below 1), so the subtraction is exact and r is off by at most an ulp of 1.
+    let base = (biased as i64 - 1023) as f64 * std::f64::consts::LN_2 + ln_c;
+    (biased != 0 && biased != 0x7ff, m, inv_c, base)
+}
+
+/// The series part of [`ln_parts`]: ln(m / c) for c = 1 + j / 256 <= m < c + 1/256. m * (1/c)
+/// lies in [1, 1 + 2^-8) (or a rounding below 1), so the subtraction is exact and r is off by at
+/// most an ulp of 1.
+#[inline(always)]
+fn ln_series(m: f64, inv_c: f64) -> f64 {
     let r = m * inv_c - 1.0;
     let r2 = r * r;
     let low = r - 0.5 * r2;
     let high = (1.0 / 3.0 - 0.25 * r) * (r2 * r);
-    let base = (biased as i64 - 1023) as f64 * std::f64::consts::LN_2 + ln_c;
-    Some((base, low + high))
+    low + high
 }
 
 /// [`ln_parts`] summed: ln(mag) with absolute error below ~1e-12.
@@ -230,11 +240,23 @@ fn index_of(mag: f64, inv_ln_gamma: f64) -> i32 {
 #[inline(always)]
 fn index_fast(mag: f64, inv_ln_gamma: f64) -> Option<i32> {
     let (base, p) = ln_parts(mag)?;
+    let (u, rounded, d) = index_estimate(base, p, inv_ln_gamma);
+    index_sure(u, d).then(|| rounded.to_bits() as u32 as i32)
+}
+
+/// From ln(mag) = base + p: `u = t + 1/2`, `u + ROUND_MAGIC` (whose low bits are the index) and
+/// `u`'s distance from that integer.
+#[inline(always)]
+fn index_estimate(base: f64, p: f64, inv_ln_gamma: f64) -> (f64, f64, f64) {
     let u = p * inv_ln_gamma + (base * inv_ln_gamma + 0.5);
     let rounded = u + ROUND_MAGIC;
-    let d = u - (rounded - ROUND_MAGIC);
-    (u.abs() < (1u64 << 30) as f64 && d.abs() < 0.5 - INDEX_MARGIN)
-        .then(|| rounded.to_bits() as u32 as i32)
+    (u, rounded, u - (rounded - ROUND_MAGIC))
+}
+
+/// Whether [`index_estimate`]'s integer is certainly the index.
+#[inline(always)]
+fn index_sure(u: f64, d: f64) -> bool {
+    u.abs() < (1u64 << 30) as f64 && d.abs() < 0.5 - INDEX_MARGIN
 }
 
 /// [`index_of`] of `|x|` for up to [`BUF_CAP`] values at once (any value for a zero). The same
@@ -249,32 +271,17 @@ fn batch_indices(vals: &[f64], inv_ln_gamma: f64) -> [i32; BUF_CAP] {
     let mut base = [0.0f64; BUF_CAP];
     let mut normal = [false; BUF_CAP];
     for i in 0..n {
-        let bits = vals[i].abs().to_bits();
-        let biased = (bits >> 52) & 0x7ff;
-        normal[i] = biased != 0 && biased != 0x7ff;
-        let mantissa = bits & ((1u64 << 52) - 1);
-        let (ln_c, ic) = LN_TABLE[(mantissa >> (52 - LN_TABLE_BITS)) as usize];
-        m[i] = f64::from_bits(mantissa | (1023u64 << 52));
-        inv_c[i] = ic;
-        base[i] = (biased as i64 - 1023) as f64 * std::f64::consts::LN_2 + ln_c;
+        (normal[i], m[i], inv_c[i], base[i]) = ln_split(vals[i].abs());
     }
     let mut u = [0.0f64; BUF_CAP];
     let mut d = [0.0f64; BUF_CAP];
     let mut rounded = [0.0f64; BUF_CAP];
     for i in 0..BUF_CAP {
-        let r = m[i] * inv_c[i] - 1.0;
-        let r2 = r * r;
-        let p = (r - 0.5 * r2) + (1.0 / 3.0 - 0.25 * r) * (r2 * r);
-        let ui = p * inv_ln_gamma + (base[i] * inv_ln_gamma + 0.5);
-        let ri = ui + ROUND_MAGIC;
-        u[i] = ui;
-        rounded[i] = ri;
-        d[i] = ui - (ri - ROUND_MAGIC);
+        (u[i], rounded[i], d[i]) = index_estimate(base[i], ln_series(m[i], inv_c[i]), inv_ln_gamma);
     }
     let mut out = [0i32; BUF_CAP];
     for i in 0..n {
-        let sure = normal[i] && u[i].abs() < (1u64 << 30) as f64 && d[i].abs() < 0.5 - INDEX_MARGIN;
-        out[i] = if sure {
+        out[i] = if normal[i] && index_sure(u[i], d[i]) {
             rounded[i].to_bits() as u32 as i32
         } else if vals[i] == 0.0 {
             0
@@ -1604,10 +1611,13 @@ fn wr_cnt(b: &mut [u8], off: usize, width: usize, v: u64) {
     }
 }
 
-/// Counter width of a working buffer's header (validated by [`Layout::read`]).
+/// Counter width of a working buffer's header: 1, 2, 4 or 8 bytes, else the buffer is corrupt.
 #[inline(always)]
-fn width_of(hdr: &[u8]) -> usize {
-    hdr[H_WIDTH] as usize
+fn width_of(hdr: &[u8]) -> Result<usize, SketchError> {
+    match hdr[H_WIDTH] {
+        w @ (1 | 2 | 4 | 8) => Ok(w as usize),
+        _ => corrupt("working counter width invalid"),
+    }
 }
 
 pub fn working_min_len() -> usize {
@@ -1661,6 +1671,14 @@ struct Layout {
 }
 
 impl Layout {
+    /// Byte offset in the buffer of the counter of bucket `idx` in store `s` (0 positive, 1
+    /// negative); `None` outside the store's window.
+    fn cell(&self, s: usize, idx: i64) -> Option<usize> {
+        let (off, len) = self.win[s];
+        let base = if s == 0 { 0 } else { self.win[0].1 };
+        (idx >= off && idx < off + len).then(|| HEADER + self.w * (base + idx - off) as usize)
+    }
+
     fn read(buf: &[u8]) -> Result<Layout, SketchError> {
         if buf.len() < HEADER {
             return corrupt("working buffer shorter than its header");
@@ -1671,10 +1689,7 @@ impl Layout {
         if buf[H_NBUF] as usize > BUF_CAP {
             return corrupt("working value buffer overfull");
         }
-        let w = buf[H_WIDTH] as usize;
-        if !matches!(w, 1 | 2 | 4 | 8) {
-            return corrupt("working counter width invalid");
-        }
+        let w = width_of(buf)?;
         if !matches!(buf[H_WIDEN], 0 | 1 | 2 | 4 | 8) {
             return corrupt("working widening request invalid");
         }
@@ -1712,7 +1727,7 @@ pub fn working_used_len(buf: &[u8]) -> Result<usize, SketchError> {
 
 /// Alpha of a working buffer.
 pub fn working_alpha(buf: &[u8]) -> Result<f64, SketchError> {
-    if buf.len() >= 4 && buf[H_MAGIC] == WORKING_MAGIC && buf[H_LAYOUT] == LEGACY_LAYOUT {
+    if is_legacy_working(buf) {
         return working_alpha(&from_legacy_layout(buf)?);
     }
     Layout::read(buf)?;
@@ -1827,10 +1842,7 @@ fn working_add_fast(buf: &mut [u8], x: f64) -> Result<bool, SketchError> {
     if hdr[H_MAGIC] != WORKING_MAGIC {
         return corrupt("not a working buffer");
     }
-    let w = width_of(hdr);
-    if !matches!(w, 1 | 2 | 4 | 8) {
-        return corrupt("working counter width invalid");
-    }
+    let w = width_of(hdr)?;
     let count = rd_u64(hdr, H_COUNT)
         .checked_add(1)
         .ok_or(SketchError::CountOverflow)?;
@@ -1941,12 +1953,7 @@ pub fn working_flush(buf: &mut [u8]) -> Result<(), AddError> {
                 let w = buf[H_WIDTH];
                 clear_requests(buf);
                 buf[H_WIDEN] = w.saturating_mul(2).min(8);
-                if let Some((min_len, suggested_len)) = relayout(buf)? {
-                    return Err(AddError::NeedsGrow {
-                        min_len,
-                        suggested_len,
-                    });
-                }
+                relayout(buf)?;
             }
             Batch::OneByOne => break,
         }
@@ -1990,10 +1997,7 @@ fn flush_batch(buf: &mut [u8]) -> Result<Batch, SketchError> {
     let pos_len = rd_u32(hdr, H_POS_LEN) as i64;
     let neg_off = rd_i32(hdr, H_NEG_OFF) as i64;
     let neg_len = rd_u32(hdr, H_NEG_LEN) as i64;
-    let w = width_of(hdr);
-    if !matches!(w, 1 | 2 | 4 | 8) {
-        return corrupt("working counter width invalid");
-    }
+    let w = width_of(hdr)?;
     if data.len() < w * (pos_len + neg_len) as usize {
         return corrupt("working windows exceed buffer");
     }
@@ -2148,21 +2152,14 @@ fn working_add_slow(buf: &mut [u8], from: usize) -> Result<(), AddError> {
     let x = rd_f64(buf, H_BUF + 8 * from);
     if x != 0.0 {
         let st = if x > 0.0 { 0 } else { 1 };
-        let slot = index_of(x.abs(), inv) as i64 - lay.win[st].0;
-        if slot >= 0 && slot < lay.win[st].1 {
-            let base = if st == 0 { 0 } else { lay.win[0].1 };
-            let c = rd_cnt(buf, HEADER + lay.w * (base + slot) as usize, lay.w);
+        if let Some(o) = lay.cell(st, index_of(x.abs(), inv) as i64) {
+            let c = rd_cnt(buf, o, lay.w);
             if c >= cnt_limit(lay.w) {
                 buf[H_WIDEN] = width_for(c + 1);
             }
         }
     }
-    if let Some((min_len, suggested_len)) = relayout(buf)? {
-        return Err(AddError::NeedsGrow {
-            min_len,
-            suggested_len,
-        });
-    }
+    relayout(buf)?;
     if working_add_fast(buf, rd_f64(buf, H_BUF + 8 * from))? {
         Ok(())
     } else {
@@ -2328,13 +2325,18 @@ fn zero_gaps(buf: &mut [u8], plan: &Plan) {
     buf[d1 + n1..plan.end].fill(0);
 }
 
-/// Re-lay out `buf` in place so its windows cover the recorded request,
-/// using all of `buf` as capacity. Returns Some((min_len, suggested_len)) if
-/// `buf` is too small (nothing is moved then).
-fn relayout(buf: &mut [u8]) -> Result<Option<(usize, usize)>, SketchError> {
+/// Re-lay out `buf` in place so its windows cover the recorded request (and its counters have
+/// the requested width), using all of `buf` as capacity. `AddError::NeedsGrow` if `buf` is too
+/// small (nothing is moved then).
+fn relayout(buf: &mut [u8]) -> Result<(), AddError> {
     let plan = match plan_relayout(buf, buf.len())? {
         Ok(p) => p,
-        Err(sizes) => return Ok(Some(sizes)),
+        Err((min_len, suggested_len)) => {
+            return Err(AddError::NeedsGrow {
+                min_len,
+                suggested_len,
+            })
+        }
     };
     if plan.sw != plan.tw {
         // widening: read the used counters out, then write them back wider
@@ -2342,7 +2344,7 @@ fn relayout(buf: &mut [u8]) -> Result<Option<(usize, usize)>, SketchError> {
         move_counters(&src, buf, &plan);
         zero_gaps(buf, &plan);
         write_plan_header(buf, &plan);
-        return Ok(None);
+        return Ok(());
     }
     let [(s0, n0), (s1, n1)] = plan.src.map(|(o, n)| (o, n * plan.sw));
     let [d0, d1] = plan.dst;
@@ -2357,7 +2359,7 @@ fn relayout(buf: &mut [u8]) -> Result<Option<(usize, usize)>, SketchError> {
     }
     zero_gaps(buf, &plan);
     write_plan_header(buf, &plan);
-    Ok(None)
+    Ok(())
 }
 
 /// Copy each store's used counters from `src` (at the plan's source width) to their places in
@@ -2427,26 +2429,22 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
                 set_request(buf, s, a, b);
             }
         }
-        if let Some((min_len, suggested_len)) = relayout(buf)? {
-            return Err(AddError::NeedsGrow {
-                min_len,
-                suggested_len,
-            });
-        }
+        relayout(buf)?;
         lay = Layout::read(buf)?;
         if !covered(0, &lay) || !covered(1, &lay) {
             return Err(SketchError::Corrupt("working buffer relayout failed".into()).into());
         }
     }
     // the largest merged counter decides the width (widened first when it does not fit)
+    // (every bin is inside its window now)
     let cell = |lay: &Layout, s: usize, i: i32| {
-        let base = if s == 0 { 0 } else { lay.win[0].1 };
-        HEADER + lay.w * (base + i as i64 - lay.win[s].0) as usize
+        lay.cell(s, i as i64)
+            .ok_or_else(|| SketchError::Corrupt("merged bucket outside its window".into()))
     };
     let mut top = 0u64;
     for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
         for &(i, c) in &store.bins {
-            top = top.max(rd_cnt(buf, cell(&lay, s, i), lay.w).saturating_add(c));
+            top = top.max(rd_cnt(buf, cell(&lay, s, i)?, lay.w).saturating_add(c));
         }
     }
     if top > cnt_limit(lay.w) {
@@ -2457,12 +2455,7 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
             }
         }
         buf[H_WIDEN] = width_for(top);
-        if let Some((min_len, suggested_len)) = relayout(buf)? {
-            return Err(AddError::NeedsGrow {
-                min_len,
-                suggested_len,
-            });
-        }
+        relayout(buf)?;
         lay = Layout::read(buf)?;
         if !covered(0, &lay) || !covered(1, &lay) || top > cnt_limit(lay.w) {
             return Err(SketchError::Corrupt("working buffer widening failed".into()).into());
@@ -2470,7 +2463,7 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
     }
     for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
         for &(i, c) in &store.bins {
-            let o = cell(&lay, s, i);
+            let o = cell(&lay, s, i)?;
             let v = rd_cnt(buf, o, lay.w).wrapping_add(c);
             wr_cnt(buf, o, lay.w, v);
         }
@@ -2494,7 +2487,7 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
 
 /// Convert a working buffer into an owned sketch (validated).
 pub fn working_to_sketch(buf: &[u8]) -> Result<Sketch, SketchError> {
-    if buf.len() >= 4 && buf[H_MAGIC] == WORKING_MAGIC && buf[H_LAYOUT] == LEGACY_LAYOUT {
+    if is_legacy_working(buf) {
         return working_to_sketch(&from_legacy_layout(buf)?);
     }
     let lay = Layout::read(buf)?;
@@ -2534,6 +2527,11 @@ pub fn working_to_sketch(buf: &[u8]) -> Result<Sketch, SketchError> {
     }
     s.validate().map_err(SketchError::Corrupt)?;
     Ok(s)
+}
+
+/// Whether `buf` is a layout-2 working buffer (read through [`from_legacy_layout`]).
+fn is_legacy_working(buf: &[u8]) -> bool {
+    buf.len() >= 4 && buf[H_MAGIC] == WORKING_MAGIC && buf[H_LAYOUT] == LEGACY_LAYOUT
 }
 
 /// A layout-3 copy of a layout-2 working buffer (a state a 0.7.0 build returned from a direct
