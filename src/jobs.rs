@@ -632,6 +632,7 @@ fn worker_batch(ext: &str, name: &str) -> (i64, i64) {
     )
     .unwrap_or_else(|e| pgrx::error!("opsmeter: {e}"))
     .unwrap_or_default();
+    let lease = claimed.first().map(|c| c.1);
     let mut done: Vec<String> = Vec::with_capacity(claimed.len());
     let mut failed = 0i64;
     for (op_id, token, row, oid) in claimed {
@@ -661,6 +662,15 @@ fn worker_batch(ext: &str, name: &str) -> (i64, i64) {
             .unwrap_or_else(|e| pgrx::error!("opsmeter: queue worker {name}: complete failed: {e}"))
             .unwrap_or(0) as i64
     };
+    // Every operation of the lease is completed or failed now, in this transaction: the lease's
+    // row in opsmeter.leases tracks nothing any more.
+    if let Some(token) = lease {
+        Spi::run_with_args(
+            "DELETE FROM opsmeter.leases WHERE lease_token = $1",
+            &[token.into()],
+        )
+        .unwrap_or_else(|e| pgrx::error!("opsmeter: queue worker {name}: {e}"));
+    }
     (completed, failed)
 }
 

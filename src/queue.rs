@@ -2,11 +2,13 @@
 //! exactly once, by workers that claim batches under leases, complete them with a
 //! compare-and-set, and fail them into a retry schedule that ends in dead letters.
 //!
-//! The queue state lives on the operation row (`lease_token`, `lease_expires_at`, and
-//! `available_at`, when it may next be handed out: now, its lease end, a retry time, never for
+//! The queue state lives on the operation row (`lease_token` and `lease_expires_at`, the lease
+//! holding it, and `available_at`, when it may next be handed out: now, a retry time, never for
 //! a dead letter); a claim walks a partial index of the not-yet-trustlogged rows, however many
-//! completed rows the table keeps. `opsmeter.retries` holds the retry count, schedule and last
-//! error. Rules (JSON checks, backoff, query filters) live in [`crate::cores::queue`].
+//! completed rows the table keeps. A lease writes only columns no index reads, so it is a HOT
+//! update in the row's own page (the table keeps half of each page free for it);
+//! `opsmeter.leases` records each claim's lease end and operations, which is how an expired
+//! lease is found again. `opsmeter.retries` holds the retry count, schedule and last error. Rules (JSON checks, backoff, query filters) live in [`crate::cores::queue`].
 
 use crate::cores::queue::{self as qc, Class, Operation, Param, QueueError, RetryStatus};
 use crate::error::{OrRaise, SqlError};
@@ -58,17 +60,20 @@ CREATE TABLE opsmeter.operations (
     lease_token        uuid,
     lease_expires_at   timestamptz,
     available_at       timestamptz DEFAULT '-infinity'
-) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.05);
+) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.02,
+       autovacuum_vacuum_insert_scale_factor = 0.05);
 -- Only rows still to be trustlogged are in the claim index, however many completed ones the
 -- table keeps. Fresh operations (available_at = -infinity) come in "timestamp" order at its
--- head; a claim moves its rows to the end of their lease, far from that head, so the entries
--- of claimed and completed rows at the head are not disturbed by new entries and scans can
--- mark them dead as they pass (an index ordered by "timestamp" alone would get the leased
--- versions' entries right there, and its dead entries would pile up until a VACUUM).
+-- head, retry times after them, dead letters (infinity) at the end. A lease changes no indexed
+-- column (lease_token and lease_expires_at are in no index; available_at stays -infinity), so
+-- with the page space fillfactor 50 keeps free it is a HOT update: no new entry in this index
+-- or the primary key, and the entry of a leased row stays where it was. A claim skips leased
+-- rows by their lease_token; the walk start (queue_bound below) keeps it from passing the
+-- leased and completed rows at the head over and over.
 CREATE INDEX operations_claim ON opsmeter.operations (available_at, "timestamp")
     WHERE trustlog_status = 'NOT_TRUSTLOGGED';
-COMMENT ON TABLE opsmeter.operations IS 'opsmeter operations queue: one row per operation (the seed''s columns), kept as a record after it is TRUSTLOGGED; lease_token/lease_expires_at: the claim holding it; available_at: when it may next be claimed (-infinity: now; its lease end; its next retry time; infinity: dead letter; NULL once TRUSTLOGGED). Write it with ops_op_save*, change it with ops_op_claim/complete/fail';
-COMMENT ON COLUMN opsmeter.operations.available_at IS 'opsmeter: when the operation may next be claimed: -infinity (now), the end of its lease, its next retry time, infinity (dead letter); NULL once TRUSTLOGGED';
+COMMENT ON TABLE opsmeter.operations IS 'opsmeter operations queue: one row per operation (the seed''s columns), kept as a record after it is TRUSTLOGGED; lease_token/lease_expires_at: the claim holding it (claimable again once lease_expires_at has passed); available_at: when it may next be claimed (-infinity: now, or when its lease ends; its next retry time; infinity: dead letter; NULL once TRUSTLOGGED). Write it with ops_op_save*, change it with ops_op_claim/complete/fail';
+COMMENT ON COLUMN opsmeter.operations.available_at IS 'opsmeter: when the operation may next be claimed: -infinity (now, or at lease_expires_at while leased), its next retry time, infinity (dead letter); NULL once TRUSTLOGGED';
 SELECT pg_catalog.pg_extension_config_dump('opsmeter.operations', '');
 
 CREATE TABLE opsmeter.retries (
@@ -84,6 +89,20 @@ CREATE TABLE opsmeter.retries (
 CREATE INDEX retries_due ON opsmeter.retries (next_retry_at) WHERE retry_status <> 'DEAD_LETTER';
 COMMENT ON TABLE opsmeter.retries IS 'opsmeter retry queue: one row per failed operation not yet completed; retry_count = retries that have failed (0 after the first failure), PENDING / RETRYING with next_retry_at, or DEAD_LETTER after max_retries + 1 failures; removed on completion';
 SELECT pg_catalog.pg_extension_config_dump('opsmeter.retries', '');
+
+-- One row per claim whose lease may still hold operations: the lease end and the operations it
+-- leased. Claims read the expired rows (by expires_at) to hand those operations out again, and
+-- delete a row once none of its operations is held under it any more; a completion with the
+-- token that completes all of them deletes it at once. Dumped with the operations: a leased
+-- operation without its row here would never be found again once its lease expired.
+CREATE TABLE opsmeter.leases (
+    lease_token uuid PRIMARY KEY,
+    expires_at  timestamptz NOT NULL,
+    op_ids      text[] NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0.05);
+CREATE INDEX leases_expiry ON opsmeter.leases (expires_at);
+COMMENT ON TABLE opsmeter.leases IS 'opsmeter queue (internal): one row per claim whose lease may still hold operations (lease end, op_ids), read by claims to find expired leases; written by ops_op_claim, removed when no operation is held under it';
+SELECT pg_catalog.pg_extension_config_dump('opsmeter.leases', '');
 
 CREATE TABLE opsmeter.cursors (
     cursor_key      text PRIMARY KEY,
@@ -144,10 +163,13 @@ CREATE TRIGGER queue_lowmark_insert AFTER INSERT ON opsmeter.operations
     FOR EACH ROW
     WHEN (NEW.trustlog_status = 'NOT_TRUSTLOGGED' AND NEW.available_at = '-infinity')
     EXECUTE FUNCTION opsmeter.queue_lowmark();
+-- A claim (lease_token set) never fires it; a lease cleared by hand while the row stays fresh does.
 CREATE TRIGGER queue_lowmark_update AFTER UPDATE ON opsmeter.operations
     FOR EACH ROW
     WHEN (NEW.trustlog_status = 'NOT_TRUSTLOGGED' AND NEW.available_at = '-infinity'
-          AND (OLD.available_at IS DISTINCT FROM NEW.available_at OR OLD.trustlog_status <> NEW.trustlog_status))
+          AND NEW.lease_token IS NULL
+          AND (OLD.available_at IS DISTINCT FROM NEW.available_at OR OLD.trustlog_status <> NEW.trustlog_status
+               OR OLD.lease_token IS NOT NULL))
     EXECUTE FUNCTION opsmeter.queue_lowmark();
 
 CREATE FUNCTION ops_op_claim(batch integer DEFAULT 100, lease interval DEFAULT '5 minutes')
@@ -158,13 +180,17 @@ RETURNS TABLE (
     "timestamp" timestamptz, created_at timestamptz, lease_token uuid,
     lease_expires_at timestamptz)
 LANGUAGE plpgsql VOLATILE STRICT
+-- generic plans: the statements below have one good plan whatever the arguments, and custom
+-- plans would be planned again on every call
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    t     timestamptz := pg_catalog.clock_timestamp();
-    token uuid := pg_catalog.gen_random_uuid();
-    since timestamptz;
+    t       timestamptz := pg_catalog.clock_timestamp();
+    token   uuid := pg_catalog.gen_random_uuid();
+    since   timestamptz;
+    expired text[];
 BEGIN
     IF batch < 1 OR batch > 10000 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -174,20 +200,29 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = pg_catalog.format('lease must be a positive interval of at most 7 days, got %s', lease);
     END IF;
-    -- One statement. Fresh operations oldest first, and those whose retry is due or whose
-    -- lease expired, each locked as the index hands them out unless another claimer holds
-    -- them (SKIP LOCKED); a row another claimer leased and committed after this statement's
-    -- snapshot is re-checked on its new version (available_at is then in the future) and
-    -- skipped. The oldest `batch` of both are leased.
     SELECT LEAST(b.claim_from, (SELECT pg_catalog.min(l.ts) FROM opsmeter.queue_lowmarks l))
       INTO since FROM opsmeter.queue_bound b;
     since := coalesce(since, '-infinity');
+    -- The operations of the oldest expired leases, whole leases until they add up to batch.
+    SELECT pg_catalog.array_agg(x.id) INTO expired
+      FROM (SELECT e.op_ids,
+                   pg_catalog.sum(pg_catalog.cardinality(e.op_ids))
+                       OVER (ORDER BY e.expires_at, e.lease_token) - pg_catalog.cardinality(e.op_ids) AS before
+              FROM opsmeter.leases e
+             WHERE e.expires_at <= t) e,
+           LATERAL pg_catalog.unnest(e.op_ids) x(id)
+     WHERE e.before < batch;
+    -- One statement. Fresh operations oldest first (a row under a lease is passed over), those
+    -- whose retry is due, and those of expired leases, each locked as it is read unless another
+    -- claimer holds it (SKIP LOCKED); a row another claimer leased and committed after this
+    -- statement's snapshot is re-checked on its new version (it has a lease_token then, or a
+    -- lease end in the future) and skipped. The oldest `batch` of them are leased.
     RETURN QUERY
     WITH fresh AS (
         SELECT o.ctid AS tid, o."timestamp" AS ts
           FROM opsmeter.operations o
          WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.available_at = '-infinity'
-           AND o."timestamp" >= since
+           AND o."timestamp" >= since AND o.lease_token IS NULL
          ORDER BY o.available_at, o."timestamp"
          LIMIT batch
            FOR UPDATE SKIP LOCKED),
@@ -199,20 +234,38 @@ BEGIN
          ORDER BY o.available_at
          LIMIT batch
            FOR UPDATE SKIP LOCKED),
+    lapsed AS (
+        SELECT o.ctid AS tid, o."timestamp" AS ts
+          FROM opsmeter.operations o
+         WHERE o.op_id = ANY (expired) AND o.trustlog_status = 'NOT_TRUSTLOGGED'
+           AND o.lease_token IS NOT NULL AND o.lease_expires_at <= t
+           FOR UPDATE SKIP LOCKED),
     picked AS (
-        SELECT c.tid FROM (SELECT * FROM fresh UNION ALL SELECT * FROM due) c
+        SELECT c.tid FROM (SELECT * FROM fresh UNION ALL SELECT * FROM due UNION ALL SELECT * FROM lapsed) c
          ORDER BY c.ts
          LIMIT batch),
     leased AS (
         UPDATE opsmeter.operations o
-           SET lease_token = token, lease_expires_at = t + lease, available_at = t + lease
+           SET lease_token = token, lease_expires_at = t + lease, available_at = '-infinity'
          WHERE o.ctid = ANY (ARRAY(SELECT p.tid FROM picked p))
-        RETURNING o.*)
+        RETURNING o.*),
+    recorded AS (
+        INSERT INTO opsmeter.leases (lease_token, expires_at, op_ids)
+        SELECT token, t + lease, pg_catalog.array_agg(l.op_id) FROM leased l
+        HAVING pg_catalog.count(*) > 0)
     SELECT l.op_id, l.op_actor, l.doid, l.producer_id, l.request_body_hash, l.response_body_hash,
            l.op_source, l.op_code, l.do_prefix, l.do_repository, l.client_ip, l.server_ip,
            l.trustlog_status, l."timestamp", l.created_at, l.lease_token, l.lease_expires_at
       FROM leased l
      ORDER BY l."timestamp", l.op_id;
+    -- Expired leases none of whose operations is still held under them are done with.
+    IF expired IS NOT NULL THEN
+        DELETE FROM opsmeter.leases e
+         WHERE e.expires_at <= t
+           AND NOT EXISTS (SELECT 1 FROM opsmeter.operations o
+                            WHERE o.op_id = ANY (e.op_ids) AND o.lease_token = e.lease_token
+                              AND o.trustlog_status = 'NOT_TRUSTLOGGED');
+    END IF;
     -- Move the start of the walk up to the oldest fresh operation this snapshot sees (an
     -- operation under another claim that may still roll back is seen as fresh, so it stays
     -- covered) and clear the lowmarks it has accounted for. Skipped when another claim's
@@ -229,7 +282,7 @@ BEGIN
             SELECT cur.generation,
                    (SELECT o."timestamp" FROM opsmeter.operations o
                      WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.available_at = '-infinity'
-                       AND o."timestamp" >= cur.since
+                       AND o."timestamp" >= cur.since AND o.lease_token IS NULL
                      ORDER BY o.available_at, o."timestamp"
                      LIMIT 1) AS ts
               FROM cur),
@@ -250,9 +303,13 @@ $fn$;
 
 CREATE FUNCTION ops_op_completed(op_ids text[], lease_token uuid DEFAULT NULL)
 RETURNS SETOF text
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $fn$
+DECLARE
+    done text[];
+BEGIN
     -- rows are locked in op_id order, so completers with overlapping lists never deadlock; a
     -- row another transaction changed meanwhile (completed it, or took over its expired lease)
     -- is re-checked on its new version and left out
@@ -263,23 +320,32 @@ AS $fn$
            AND ($2 IS NULL OR o.lease_token = $2)
          ORDER BY o.op_id
            FOR UPDATE),
-    done AS (
+    changed AS (
         UPDATE opsmeter.operations o
            SET trustlog_status = 'TRUSTLOGGED', lease_token = NULL, lease_expires_at = NULL,
                available_at = NULL
          WHERE o.ctid = ANY (ARRAY(SELECT k.tid FROM locked k))
         RETURNING o.op_id),
     cleared AS (
-        DELETE FROM opsmeter.retries r WHERE r.op_id IN (SELECT d.op_id FROM done d))
-    SELECT d.op_id FROM done d
+        DELETE FROM opsmeter.retries r WHERE r.op_id IN (SELECT c.op_id FROM changed c))
+    SELECT pg_catalog.array_agg(c.op_id) INTO done FROM changed c;
+    -- a lease all of whose operations this call completed holds nothing any more
+    IF $2 IS NOT NULL AND done IS NOT NULL THEN
+        DELETE FROM opsmeter.leases e
+         WHERE e.lease_token = $2 AND pg_catalog.cardinality(e.op_ids) <= pg_catalog.cardinality(done);
+    END IF;
+    RETURN QUERY SELECT pg_catalog.unnest(done);
+END
 $fn$;
 
 CREATE FUNCTION ops_op_complete(op_ids text[], lease_token uuid DEFAULT NULL)
 RETURNS integer
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT pg_catalog.count(*)::integer FROM @extschema@.ops_op_completed($1, $2)
+BEGIN
+    RETURN (SELECT pg_catalog.count(*)::integer FROM @extschema@.ops_op_completed($1, $2));
+END
 $fn$;
 
 CREATE FUNCTION ops_op_requeue(op_ids text[])
@@ -741,8 +807,9 @@ fn ops_queue_stats() -> TableIterator<
             .select(
                 "WITH t AS (SELECT pg_catalog.clock_timestamp() AS now)
                  SELECT pg_catalog.count(o.op_id),
-                        pg_catalog.count(*) FILTER (WHERE o.available_at <= t.now),
-                        pg_catalog.count(*) FILTER (WHERE o.lease_token IS NOT NULL AND o.available_at > t.now),
+                        pg_catalog.count(*) FILTER (WHERE o.available_at <= t.now
+                                                      AND (o.lease_token IS NULL OR o.lease_expires_at <= t.now)),
+                        pg_catalog.count(*) FILTER (WHERE o.lease_token IS NOT NULL AND o.lease_expires_at > t.now),
                         pg_catalog.count(*) FILTER (WHERE o.lease_token IS NULL AND o.available_at > t.now
                                                       AND o.available_at < 'infinity'),
                         pg_catalog.count(*) FILTER (WHERE o.available_at = 'infinity'),
@@ -845,10 +912,30 @@ mod tests {
             claimed(1, "5 minutes").is_empty(),
             "the lease is still live"
         );
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM opsmeter.leases WHERE lease_token = '{first}' AND op_ids = '{{q-1}}'"
+            )),
+            1,
+            "the claim records its lease"
+        );
         Spi::run("SELECT pg_sleep(2.1)").unwrap();
         let second =
             one::<String>("SELECT lease_token::text FROM ops_op_claim(1, '5 minutes')").unwrap();
         assert_ne!(first, second);
+        // the expired lease holds nothing now: its row is gone, the new lease has one
+        assert_eq!(
+            count("SELECT count(*) FROM opsmeter.leases"),
+            1,
+            "one lease row"
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM opsmeter.leases WHERE lease_token = '{second}'"
+            )),
+            1,
+            "and it is the new lease's"
+        );
         assert_eq!(
             count(&format!(
                 "SELECT ops_op_complete('{{q-1}}', '{first}')::int8"
@@ -873,6 +960,49 @@ mod tests {
                 .as_deref(),
             Some("TRUSTLOGGED")
         );
+        assert_eq!(
+            count("SELECT count(*) FROM opsmeter.leases"),
+            0,
+            "completing all of a lease with its token removes its row"
+        );
+    }
+
+    /// A lease writes no indexed column, so in a page with room (fillfactor 50) it is a HOT
+    /// update; the queue's counts read the lease from lease_expires_at.
+    #[pg_test]
+    fn a_lease_is_a_hot_update() {
+        save_ops(20);
+        let hot = "SELECT pg_stat_get_xact_tuples_hot_updated('opsmeter.operations'::regclass)";
+        let before = count(hot);
+        let token =
+            one::<String>("SELECT min(lease_token::text) FROM ops_op_claim(10, '5 minutes')")
+                .unwrap();
+        assert_eq!(count(hot) - before, 10, "all ten leases are HOT updates");
+        assert_eq!(
+            count("SELECT count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL AND available_at = '-infinity'"),
+            10
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT format('%s %s %s %s', not_trustlogged, pending, leased, retrying) FROM ops_queue_stats()"
+            )
+            .as_deref(),
+            Some("20 10 10 0")
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT ops_op_complete((SELECT array_agg(op_id) FROM opsmeter.operations WHERE lease_token = '{token}'), '{token}')::int8"
+            )),
+            10
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT format('%s %s %s', not_trustlogged, pending, leased) FROM ops_queue_stats()"
+            )
+            .as_deref(),
+            Some("10 10 0")
+        );
+        assert_eq!(count("SELECT count(*) FROM opsmeter.leases"), 0);
     }
 
     /// The default schedule: retries after 1, 2, 4, 8, 16 × retry_base, then a dead letter on
@@ -978,10 +1108,12 @@ mod tests {
         .unwrap();
         assert_eq!(claimed(100, "5 minutes"), vec!["r-1", "r-2"]);
         // rows written by hand: an INSERT (as COPY or a bulk load would), and a completed
-        // operation reset to claimable by UPDATE
+        // operation reset to claimable by UPDATE (q-1 was claimed above: a reset clears the
+        // lease too, or the operation waits for its lease to expire like any leased one)
         Spi::run(
             "INSERT INTO opsmeter.operations (op_id, \"timestamp\") VALUES ('bulk-1', '2023-01-01 00:00+00');
-             UPDATE opsmeter.operations SET trustlog_status = 'TRUSTLOGGED', available_at = NULL WHERE op_id = 'q-1';
+             UPDATE opsmeter.operations SET trustlog_status = 'TRUSTLOGGED', available_at = NULL,
+                    lease_token = NULL, lease_expires_at = NULL WHERE op_id = 'q-1';
              UPDATE opsmeter.operations SET trustlog_status = 'NOT_TRUSTLOGGED', available_at = '-infinity' WHERE op_id = 'q-1'",
         )
         .unwrap();
