@@ -73,6 +73,23 @@ SELECT (SELECT count(*) FROM opsmeter.usage_logs_default WHERE created_at = 'inf
    AND n.id = 502
   FROM n
 SQL
+# Queue state in flight across the upgrade (0.5.0 on): ten operations, three under a live lease,
+# two under one that has expired (ended by hand, as 0.5.0 .. 0.8.0 kept it: lease_expires_at and
+# available_at). After the upgrade a claim hands out the five fresh and the two expired ones and
+# none of the live lease's; the lease rows left are the live one and the new claim's.
+read -r -d '' QUEUE_SEED <<'SQL' || true
+INSERT INTO opsmeter.operations (op_id, "timestamp")
+SELECT 'u-' || i, timestamptz '2026-11-01 00:00+00' + i * interval '1 second' FROM generate_series(1, 10) i;
+SELECT count(*) FROM ops_op_claim(3, '1 hour');
+CREATE TEMP TABLE c AS SELECT op_id FROM ops_op_claim(2, '1 hour');
+UPDATE opsmeter.operations o SET lease_expires_at = now() - interval '1 second',
+       available_at = now() - interval '1 second'
+  FROM c WHERE o.op_id = c.op_id;
+SQL
+read -r -d '' QUEUE_CHECK <<'SQL' || true
+SELECT (SELECT string_agg(op_id, ',' ORDER BY op_id) FROM ops_op_claim(100))
+       || ' ' || (SELECT count(*) FROM opsmeter.leases)
+SQL
 "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_fresh" -c "CREATE DATABASE opsmeter_fresh"
 "${PSQL[@]}" -d opsmeter_fresh -c "CREATE EXTENSION opsmeter"
 fresh="$("${PSQL[@]}" -d opsmeter_fresh -Atc "$FINGERPRINT")"
@@ -91,12 +108,22 @@ for frozen in sql/opsmeter--*.sql; do
         "${PSQL[@]}" -d opsmeter_upgrade -c "SET client_min_messages = warning" \
             -c "SELECT ops_run_job('partitions')" >/dev/null
     fi
+    queue=0
+    if [ "$(printf '%s\n' 0.5.0 "$old" | sort -V | head -1)" = 0.5.0 ]; then
+        queue=1
+        "${PSQL[@]}" -d opsmeter_upgrade -c "$QUEUE_SEED" >/dev/null
+    fi
     before="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$ROWS")"
     "${PSQL[@]}" -d opsmeter_upgrade -c "ALTER EXTENSION opsmeter UPDATE TO '$version'"
     after="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$ROWS")"
     [ "$before" = "$after" ] || die "upgrading $old -> $version changed the log tables' rows ($before -> $after)"
     placed="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$PLACED")"
     [ "$placed" = t ] || die "after upgrading $old -> $version the log rows are not in their day partitions, or ids do not continue"
+    if [ "$queue" = 1 ]; then
+        got="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$QUEUE_CHECK")"
+        [ "$got" = "u-10,u-4,u-5,u-6,u-7,u-8,u-9 2" ] \
+            || die "after upgrading $old -> $version the queue hands out '$got', expected the 5 fresh and 2 expired operations and 2 lease rows"
+    fi
     upgraded="$("${PSQL[@]}" -d opsmeter_upgrade -Atc "$FINGERPRINT")"
     if ! diff -u <(echo "$fresh") <(echo "$upgraded"); then
         die "upgrading $old -> $version differs from a fresh $version install (diff above: - fresh, + upgraded)"
