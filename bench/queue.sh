@@ -8,6 +8,8 @@
 #    timestamp LIMIT 100 FOR UPDATE SKIP LOCKED; one compare-and-set UPDATE per operation;
 #    COMMIT). Each client runs a fixed number of batches, so afterwards exactly
 #    clients x batches x 100 operations must be TRUSTLOGGED, none leased, none twice: checked.
+#    opsmeter runs over the socket and over TCP on fresh tables, and once more over the socket
+#    with the next million in the table of the first run (dead space reuse, autovacuum's cost).
 # 2. Claim latency with 0 and with BENCH_HISTORY completed operations in the table (one client,
 #    claim 100 + complete, 100 000 pending operations each time).
 # 3. Table and index sizes after BENCH_OPS operations were processed with autovacuum on, next to
@@ -73,7 +75,7 @@ run_pgbench() {
 }
 
 say "throughput: $CLIENTS clients, opsmeter over $BENCH_OPS operations"
-q "TRUNCATE opsmeter.operations, opsmeter.retries" >/dev/null
+q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
 load_ops opsmeter.operations "$BENCH_OPS"
 q "VACUUM ANALYZE opsmeter.operations" >/dev/null
 fresh_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
@@ -105,10 +107,12 @@ vacuumed_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations'
                          || n_dead_tup || ' dead tuples (' || coalesce(to_char(last_autovacuum, 'HH24:MI:SS'), 'no autovacuum yet') || ')'
                       FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")
 
-say "the next $BENCH_OPS operations over TCP, into the vacuumed table"
+say "the next $BENCH_OPS operations into the vacuumed table (socket)"
 load_ops opsmeter.operations "$BENCH_OPS" $((BENCH_OPS + 1))
 q "ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
-ops_rate_tcp=$(run_pgbench tcp "$WORK/opsmeter.pgb" "$BENCH_OPS")
+av1=$(q "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")
+ops_rate_used=$(run_pgbench sock "$WORK/opsmeter.pgb" "$BENCH_OPS")
+av_used=$(( $(q "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass") - av1 ))
 done_ops=$(q "SELECT count(*) FROM opsmeter.operations WHERE trustlog_status = 'TRUSTLOGGED'")
 leased=$(q "SELECT count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL")
 [ "$done_ops" = $((2 * BENCH_OPS)) ] && [ "$leased" = 0 ] \
@@ -118,6 +122,16 @@ second_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations'))
                        || pg_size_pretty(pg_relation_size('opsmeter.operations_claim')) || ' claim index; '
                        || n_dead_tup || ' dead tuples'
                     FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")
+
+say "throughput: $CLIENTS clients, opsmeter over $BENCH_OPS operations over TCP, fresh table"
+q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
+load_ops opsmeter.operations "$BENCH_OPS"
+q "VACUUM ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
+ops_rate_tcp=$(run_pgbench tcp "$WORK/opsmeter.pgb" "$BENCH_OPS")
+done_tcp=$(q "SELECT count(*) FROM opsmeter.operations WHERE trustlog_status = 'TRUSTLOGGED'")
+leased=$(q "SELECT count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL")
+[ "$done_tcp" = "$BENCH_OPS" ] && [ "$leased" = 0 ] \
+    || die "exactly-once check failed (TCP run): $done_tcp of $BENCH_OPS TRUSTLOGGED, $leased still leased"
 
 say "throughput: $CLIENTS clients, the seed's pattern over $BENCH_SEED_OPS operations (socket, then TCP)"
 load_ops bench.seed_ops "$BENCH_SEED_OPS"
@@ -135,7 +149,7 @@ seed_done_tcp=$(q "SELECT count(*) FROM bench.seed_ops WHERE trustlog_status = '
 # claim latency: one client, 100 000 pending operations, with HISTORY completed ones beside them
 latency() {
     local history=$1 out="$WORK/latency-$1.out"
-    q "TRUNCATE opsmeter.operations, opsmeter.retries" >/dev/null
+    q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
     if [ "$history" -gt 0 ]; then
         load_ops opsmeter.operations "$history" 1
         q "UPDATE opsmeter.operations SET trustlog_status = 'TRUSTLOGGED', available_at = NULL" >/dev/null
@@ -169,11 +183,14 @@ cat >bench/results/queue.md <<EOF
 | **opsmeter**: \`ops_op_claim(100)\`, then \`ops_op_complete(ids, token)\` in a second transaction | $BENCH_OPS each | **$ops_rate** | **$ops_rate_tcp** |
 | seed's pattern: one transaction of \`SELECT … FOR UPDATE SKIP LOCKED LIMIT 100\` + 100 compare-and-set \`UPDATE\`s, on a seed-shaped table | $BENCH_SEED_OPS each | $seed_rate | $seed_rate_tcp |
 | opsmeter ÷ seed | | **${ratio_seed}×** | **${ratio_seed_tcp}×** |
+| opsmeter, the next $BENCH_OPS in the same table after the socket run and its autovacuum ($av_used autovacuum runs of the table during it) | $BENCH_OPS | $ops_rate_used | |
 
-The opsmeter TCP run processes the second million in the same table, after autovacuum has run
-(so it also shows the dead space being reused). Exactly once, checked after the runs: opsmeter
-$ops_check, and after the second run $done_ops TRUSTLOGGED, 0 leased; seed pattern
-$seed_done and $seed_done_tcp of $BENCH_SEED_OPS TRUSTLOGGED.
+Every run starts on a freshly loaded, vacuumed table but the third opsmeter row, which processes
+the second million in the table of the first (so it also shows the dead space being reused, and
+what autovacuum of the bigger table costs the workers on 2 cores). Exactly once, checked after
+the runs: opsmeter $ops_check; after the second million $done_ops TRUSTLOGGED, 0 leased; over
+TCP $done_tcp of $BENCH_OPS TRUSTLOGGED, 0 leased; seed pattern $seed_done and $seed_done_tcp of
+$BENCH_SEED_OPS TRUSTLOGGED.
 
 ## Claim latency as history grows (one client, 100 000 pending operations, 500 batches)
 
