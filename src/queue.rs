@@ -258,8 +258,10 @@ BEGIN
            l.trustlog_status, l."timestamp", l.created_at, l.lease_token, l.lease_expires_at
       FROM leased l
      ORDER BY l."timestamp", l.op_id;
-    -- Expired leases none of whose operations is still held under them are done with.
-    IF expired IS NOT NULL THEN
+    -- Expired leases none of whose operations is still held under them are done with. (Not
+    -- under REPEATABLE READ, where a row another claim deleted first would be a serialization
+    -- failure: a later claim in READ COMMITTED deletes it.)
+    IF expired IS NOT NULL AND pg_catalog.current_setting('transaction_isolation') = 'read committed' THEN
         DELETE FROM opsmeter.leases e
          WHERE e.expires_at <= t
            AND NOT EXISTS (SELECT 1 FROM opsmeter.operations o
