@@ -74,6 +74,17 @@ run_pgbench() {
     awk '/^tps = / {printf "%.0f", $3 * 100}' "$out"
 }
 
+# exactly_once EXPECTED [LABEL]: exactly EXPECTED operations TRUSTLOGGED and none leased, else
+# die; prints the TRUSTLOGGED count
+exactly_once() {
+    local expected=$1 label=${2:+ ($2)} done leased
+    done=$(q "SELECT count(*) FROM opsmeter.operations WHERE trustlog_status = 'TRUSTLOGGED'")
+    leased=$(q "SELECT count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL")
+    [ "$done" = "$expected" ] && [ "$leased" = 0 ] \
+        || die "exactly-once check failed$label: $done of $expected TRUSTLOGGED, $leased still leased"
+    echo "$done"
+}
+
 say "throughput: $CLIENTS clients, opsmeter over $BENCH_OPS operations"
 q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
 load_ops opsmeter.operations "$BENCH_OPS"
@@ -85,10 +96,7 @@ q "CHECKPOINT" >/dev/null
 t0=$(date +%s.%N)
 ops_rate=$(run_pgbench sock "$WORK/opsmeter.pgb" "$BENCH_OPS")
 t1=$(date +%s.%N)
-done_ops=$(q "SELECT count(*) FROM opsmeter.operations WHERE trustlog_status = 'TRUSTLOGGED'")
-leased=$(q "SELECT count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL")
-[ "$done_ops" = "$BENCH_OPS" ] && [ "$leased" = 0 ] \
-    || die "exactly-once check failed: $done_ops of $BENCH_OPS TRUSTLOGGED, $leased still leased"
+done_ops=$(exactly_once "$BENCH_OPS")
 ops_check="$done_ops of $BENCH_OPS TRUSTLOGGED after $((BENCH_OPS / 100)) batches of 100, 0 leased"
 after_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
                       || pg_size_pretty(pg_relation_size('opsmeter.operations_pkey')) || ' primary key, '
@@ -113,10 +121,7 @@ q "ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
 av1=$(q "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")
 ops_rate_used=$(run_pgbench sock "$WORK/opsmeter.pgb" "$BENCH_OPS")
 av_used=$(( $(q "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass") - av1 ))
-done_ops=$(q "SELECT count(*) FROM opsmeter.operations WHERE trustlog_status = 'TRUSTLOGGED'")
-leased=$(q "SELECT count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL")
-[ "$done_ops" = $((2 * BENCH_OPS)) ] && [ "$leased" = 0 ] \
-    || die "exactly-once check failed (second run): $done_ops of $((2 * BENCH_OPS)) TRUSTLOGGED, $leased still leased"
+done_ops=$(exactly_once $((2 * BENCH_OPS)) "second run")
 second_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
                        || pg_size_pretty(pg_relation_size('opsmeter.operations_pkey')) || ' primary key, '
                        || pg_size_pretty(pg_relation_size('opsmeter.operations_claim')) || ' claim index; '
@@ -128,10 +133,7 @@ q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
 load_ops opsmeter.operations "$BENCH_OPS"
 q "VACUUM ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
 ops_rate_tcp=$(run_pgbench tcp "$WORK/opsmeter.pgb" "$BENCH_OPS")
-done_tcp=$(q "SELECT count(*) FROM opsmeter.operations WHERE trustlog_status = 'TRUSTLOGGED'")
-leased=$(q "SELECT count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL")
-[ "$done_tcp" = "$BENCH_OPS" ] && [ "$leased" = 0 ] \
-    || die "exactly-once check failed (TCP run): $done_tcp of $BENCH_OPS TRUSTLOGGED, $leased still leased"
+done_tcp=$(exactly_once "$BENCH_OPS" "TCP run")
 
 say "throughput: $CLIENTS clients, the seed's pattern over $BENCH_SEED_OPS operations (socket, then TCP)"
 load_ops bench.seed_ops "$BENCH_SEED_OPS"
