@@ -8,7 +8,8 @@
 //! completed rows the table keeps. A lease writes only columns no index reads, so it is a HOT
 //! update in the row's own page (the table keeps half of each page free for it);
 //! `opsmeter.leases` records each claim's lease end and operations, which is how an expired
-//! lease is found again. `opsmeter.retries` holds the retry count, schedule and last error. Rules (JSON checks, backoff, query filters) live in [`crate::cores::queue`].
+//! lease is found again. `opsmeter.retries` holds the retry count, schedule and last error.
+//! Rules (JSON checks, backoff, query filters) live in [`crate::cores::queue`].
 
 use crate::cores::queue::{self as qc, Class, Operation, Param, QueueError, RetryStatus};
 use crate::error::{OrRaise, SqlError};
