@@ -20,6 +20,7 @@ use crate::error::{OrRaise, SqlError};
 use pgrx::fcinfo::{pg_arg_is_null, pg_getarg_datum_raw, pg_return_null};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, FromDatum, IntoDatum, PgSqlErrorCode};
+use std::rc::Rc;
 
 impl SqlError for SketchError {
     fn sqlstate(&self) -> PgSqlErrorCode {
@@ -102,6 +103,21 @@ fn sketch_from_payload(bytes: &[u8]) -> Result<Sketch, SketchError> {
     }
 }
 
+thread_local! {
+    /// This backend's last two decoded compact sketches (see [`dd::DecodeCache`]).
+    static DECODED: std::cell::RefCell<dd::DecodeCache> = Default::default();
+}
+
+/// Decodes either form, a compact one through this backend's decode cache: the accessors of
+/// one rollup row read the same stored sketch six times, and a grouping-sets merge passes each
+/// input to every set.
+fn shared_sketch_from_payload(bytes: &[u8]) -> Result<Rc<Sketch>, SketchError> {
+    match bytes.first() {
+        Some(&WORKING_MAGIC) => dd::working_to_sketch(bytes).map(Rc::new),
+        _ => DECODED.with(|c| c.borrow_mut().decode(bytes)),
+    }
+}
+
 /// A working-form varlena built from an owned sketch, in the current memory context.
 unsafe fn working_varlena_from(s: &Sketch) -> *mut pg_sys::varlena {
     let buf = dd::sketch_to_working(s);
@@ -170,7 +186,7 @@ unsafe fn writable_state(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> *mut p
         }
         // A compact state (the first input of ops_sketch_merge, a state shipped as text by
         // Citus), or a call outside a plain aggregate, where arguments must not be modified.
-        let s = sketch_from_payload(bytes).or_raise();
+        let s = shared_sketch_from_payload(bytes).or_raise();
         working_varlena_from(&s)
     }
 }
@@ -385,7 +401,15 @@ pub unsafe extern "C-unwind" fn ops_sketch_combine(
             return unchanged;
         }
         let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 1));
-        let other = sketch_from_payload(bytes).or_raise();
+        let other = shared_sketch_from_payload(bytes).or_raise();
+        if pg_arg_is_null(fcinfo, 0) && bytes.first() == Some(&dd::FORMAT_VERSION) {
+            // The first input of a group, in the compact form (it decoded, so it is valid and
+            // canonical): it is the merge of itself, byte for byte, so it becomes the state as
+            // it is. A group with one input (every group of the finest grouping set of a
+            // rollup) then costs a copy instead of a working buffer, a merge and an encode; a
+            // second input turns the state into a working buffer (writable_state).
+            return bytes_datum(bytes);
+        }
         let state = writable_state(fcinfo, other.alpha());
         pg_sys::Datum::from(with_growth(state, |buf| {
             dd::working_merge_sketch(buf, &other)
@@ -457,7 +481,7 @@ CREATE AGGREGATE ops_sketch_merge(ops_sketch) (
 // Accessors: ordinary pgrx functions over a decoded sketch.
 
 /// An `ops_sketch` argument, decoded from either form.
-pub struct OpsSketch(pub Sketch);
+pub struct OpsSketch(pub Rc<Sketch>);
 
 impl FromDatum for OpsSketch {
     unsafe fn from_polymorphic_datum(
@@ -469,7 +493,7 @@ impl FromDatum for OpsSketch {
             return None;
         }
         let (bytes, _) = unsafe { payload_of(datum) };
-        Some(OpsSketch(sketch_from_payload(bytes).or_raise()))
+        Some(OpsSketch(shared_sketch_from_payload(bytes).or_raise()))
     }
 }
 

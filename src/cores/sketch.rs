@@ -2581,6 +2581,50 @@ pub fn sketch_to_working(s: &Sketch) -> Vec<u8> {
     }
 }
 
+/// The last few compact encodings decoded, with their sketches: a query that reads several
+/// values from one stored sketch (a rollup row's four percentiles, mean and max), or passes
+/// one sketch to several grouping sets, decodes it once. The key is the whole byte string
+/// (compared in full), and decoding is a pure function of it, so a hit returns exactly what
+/// decoding would; errors are not kept. Inputs longer than [`DecodeCache::MAX_BYTES`] are
+/// decoded every time.
+#[derive(Default)]
+pub struct DecodeCache {
+    entries: [Option<(Vec<u8>, std::rc::Rc<Sketch>)>; 2],
+    /// The entry the next miss replaces (the older of the two).
+    next: usize,
+    /// How many decodes this cache has done (for tests).
+    pub misses: u64,
+}
+
+impl DecodeCache {
+    /// Longest input kept (a stored sketch is at most a few KiB).
+    pub const MAX_BYTES: usize = 64 * 1024;
+
+    /// `Sketch::decode(bytes)`, from the cache when these exact bytes were decoded lately.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<std::rc::Rc<Sketch>, SketchError> {
+        for (k, hit) in self.entries.iter().enumerate() {
+            if let Some((b, s)) = hit {
+                if b.as_slice() == bytes {
+                    // the other entry is now the older one
+                    self.next = 1 - k;
+                    return Ok(s.clone());
+                }
+            }
+        }
+        self.misses += 1;
+        let s = std::rc::Rc::new(Sketch::decode(bytes)?);
+        if bytes.len() <= Self::MAX_BYTES {
+            let slot = &mut self.entries[self.next];
+            let mut key = slot.take().map(|(b, _)| b).unwrap_or_default();
+            key.clear();
+            key.extend_from_slice(bytes);
+            *slot = Some((key, s.clone()));
+            self.next = 1 - self.next;
+        }
+        Ok(s)
+    }
+}
+
 #[cfg(test)]
 mod index_tests {
     use super::*;
@@ -3261,6 +3305,48 @@ mod tests {
             if v1 && !b.is_empty() { b[0] = FORMAT_VERSION; }
             if let Ok(d) = Sketch::decode(&b) {
                 prop_assert_eq!(d.encode(), b);
+            }
+        }
+
+        /// A merge of one compact sketch into an empty state (what `ops_sketch_merge` does for
+        /// a group with one input, starting from a small fresh buffer) is that sketch, byte for
+        /// byte: the SQL combine function may therefore keep a lone compact input as it is.
+        #[test]
+        fn prop_merge_of_one_is_the_input(values in dataset(), alpha in alpha_strategy(),
+                                          room in 0usize..64) {
+            let s = build(&values, alpha);
+            let b = s.encode();
+            let mut buf = vec![0x77u8; working_min_len() + 8 * room];
+            working_init(&mut buf, Sketch::decode(&b).unwrap().alpha()).unwrap();
+            working_merge_all(&mut buf, &Sketch::decode(&b).unwrap());
+            prop_assert_eq!(working_to_sketch(&buf).unwrap().encode(), b);
+        }
+
+        /// The decode cache returns what `Sketch::decode` returns, for valid and corrupt inputs
+        /// in any order, and decodes bytes seen in one of its last two misses only once.
+        #[test]
+        fn prop_decode_cache_equals_decode(sets in vec((dataset(), alpha_strategy()), 1..5),
+                                           picks in vec((any::<u8>(), any::<u16>(), any::<bool>()), 1..40)) {
+            let encodings: Vec<Vec<u8>> = sets.iter().map(|(v, a)| build(v, *a).encode()).collect();
+            let mut cache = DecodeCache::default();
+            let mut last: Option<Vec<u8>> = None;
+            for (k, pos, corrupt) in picks {
+                let mut b = encodings[k as usize % encodings.len()].clone();
+                if corrupt {
+                    let i = pos as usize % b.len();
+                    b[i] ^= 0x40;
+                }
+                let before = cache.misses;
+                let got = cache.decode(&b);
+                match Sketch::decode(&b) {
+                    Ok(want) => prop_assert_eq!(&*got.unwrap(), &want),
+                    Err(e) => prop_assert_eq!(got.unwrap_err(), e),
+                }
+                // the same bytes twice in a row: the second call is a hit when they decoded
+                if last.as_deref() == Some(b.as_slice()) && Sketch::decode(&b).is_ok() {
+                    prop_assert_eq!(cache.misses, before);
+                }
+                last = Some(b);
             }
         }
 
