@@ -429,7 +429,10 @@ pub unsafe extern "C-unwind" fn ops_sketch_final(
         if bytes.first() != Some(&WORKING_MAGIC) {
             return pg_getarg_datum_raw(fcinfo, 0);
         }
-        bytes_datum(&dd::working_to_sketch(bytes).or_raise().encode())
+        // Kept in the decode cache: a rollup merges each hourly sketch into its coarser
+        // grouping sets right after this final function made it.
+        let s = dd::working_to_sketch(bytes).or_raise();
+        DECODED.with(|c| bytes_datum(c.borrow_mut().encode_keeping(s)))
     }
 }
 
