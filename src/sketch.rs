@@ -432,7 +432,7 @@ pub unsafe extern "C-unwind" fn ops_sketch_final(
         // Kept in the decode cache: a rollup merges each hourly sketch into its coarser
         // grouping sets right after this final function made it.
         let s = dd::working_to_sketch(bytes).or_raise();
-        DECODED.with(|c| bytes_datum(c.borrow_mut().encode_keeping(s)))
+        DECODED.with(|c| c.borrow_mut().encode_keeping(s, |b| bytes_datum(b)))
     }
 }
 

@@ -2614,25 +2614,34 @@ impl DecodeCache {
         self.misses += 1;
         let s = std::rc::Rc::new(Sketch::decode(bytes)?);
         if bytes.len() <= Self::MAX_BYTES {
-            let slot = &mut self.entries[self.next];
+            let slot = self.older_slot();
             let mut key = slot.take().map(|(b, _)| b).unwrap_or_default();
             key.clear();
             key.extend_from_slice(bytes);
             *slot = Some((key, s.clone()));
-            self.next = 1 - self.next;
         }
         Ok(s)
     }
 
-    /// `s.encode()`, keeping `s` as what those bytes decode to: a final function's output
-    /// that the same query merges next (the hourly sketches a rollup passes to its coarser
-    /// grouping sets) is then a hit instead of a decode. Exact because decoding an encoding
-    /// gives back the sketch (`prop_roundtrip`, `prop_decode_cache_primed`).
-    pub fn encode_keeping(&mut self, s: Sketch) -> &[u8] {
+    /// `f(&s.encode())`, keeping `s` as what those bytes decode to (unless they are longer
+    /// than [`DecodeCache::MAX_BYTES`]): a final function's output that the same query merges
+    /// next (the hourly sketches a rollup passes to its coarser grouping sets) is then a hit
+    /// instead of a decode. Exact because decoding an encoding gives back the sketch
+    /// (`prop_roundtrip`, `prop_decode_cache_primed`).
+    pub fn encode_keeping<R>(&mut self, s: Sketch, f: impl FnOnce(&[u8]) -> R) -> R {
+        let bytes = s.encode();
+        let r = f(&bytes);
+        if bytes.len() <= Self::MAX_BYTES {
+            *self.older_slot() = Some((bytes, std::rc::Rc::new(s)));
+        }
+        r
+    }
+
+    /// The older entry, for the caller to replace; the other one becomes the older.
+    fn older_slot(&mut self) -> &mut Option<(Vec<u8>, std::rc::Rc<Sketch>)> {
         let slot = self.next;
         self.next = 1 - slot;
-        let entry = self.entries[slot].insert((s.encode(), std::rc::Rc::new(s)));
-        &entry.0
+        &mut self.entries[slot]
     }
 }
 
@@ -2801,6 +2810,23 @@ mod tests {
             s.add(v).unwrap();
         }
         s
+    }
+
+    /// Encodings longer than `MAX_BYTES` are not kept, whether decoded or made by
+    /// `encode_keeping`; the result is the same either way.
+    #[test]
+    fn decode_cache_does_not_keep_long_encodings() {
+        // every other bucket over a wide range at a fine alpha: a long list of counts
+        let values: Vec<f64> = (0..40_000).map(|i| 1.0004f64.powi(2 * i)).collect();
+        let s = build(&values, 0.0001);
+        let b = s.encode();
+        assert!(b.len() > DecodeCache::MAX_BYTES, "{} bytes", b.len());
+        let mut cache = DecodeCache::default();
+        assert_eq!(cache.encode_keeping(s.clone(), |b| b.to_vec()), b);
+        assert_eq!(*cache.decode(&b).unwrap(), s);
+        assert_eq!(cache.misses, 1);
+        assert_eq!(*cache.decode(&b).unwrap(), s);
+        assert_eq!(cache.misses, 2);
     }
 
     fn sorted(values: &[f64]) -> Vec<f64> {
@@ -3375,7 +3401,7 @@ mod tests {
             let older = build(&other, alpha).encode();
             let mut cache = DecodeCache::default();
             cache.decode(&older).unwrap();
-            let b = cache.encode_keeping(s.clone()).to_vec();
+            let b = cache.encode_keeping(s.clone(), |b| b.to_vec());
             prop_assert_eq!(&b, &s.encode());
             let before = cache.misses;
             let got = cache.decode(&b).unwrap();
