@@ -139,7 +139,7 @@ PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/upgrade.log")
 "$ROOT/tests/billing/fetcher.sh" "$SOCK" "$TEST_PORT" | tee -a "$LOGS/concurrency.log"
 PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/concurrency.log") ))
 
-"$ROOT/tests/cron/rollups.sh" check "$SOCK" "$TEST_PORT" | tee "$LOGS/cron.log"
+CRON_SERVER_LOG="$LOGS/cluster/log" "$ROOT/tests/cron/rollups.sh" check "$SOCK" "$TEST_PORT" | tee "$LOGS/cron.log"
 PASSED[regress]=$(( PASSED[regress] + $(grep -c '\.\.\. ok' "$LOGS/cron.log") ))
 
 # the background worker, in a cluster of its own that preloads opsmeter and pg_cron

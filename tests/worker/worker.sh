@@ -187,6 +187,9 @@ SELECT ops_set_source('usage_logs', 'slow_usage');
 SELECT cron.schedule('opsmeter-rollup', '* * * * *', $$SELECT ops_run_job('rollup')$$);
 SQL
 cron_from=$(q "SELECT now()")
+# a second change of cron.job once pg_cron is quiet: it may have missed the first (README, pg_cron)
+sleep 2
+q "SELECT cron.alter_job(jobid, active := true) FROM cron.job WHERE jobname = 'opsmeter-rollup'" >/dev/null
 wait_for 90 "SELECT EXISTS (SELECT 1 FROM cron.job_run_details WHERE status = 'succeeded' AND start_time > '$cron_from')" >/dev/null \
     || die "pg_cron did not run ops_run_job('rollup') within 90 s"
 q "SELECT cron.unschedule('opsmeter-rollup')" >/dev/null
