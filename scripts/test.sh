@@ -57,6 +57,9 @@ if want regress; then
 say "layer 3/3: SQL regression tests (pg_regress)"
 install_extension install.log
 "$ROOT/scripts/check-sql-frozen.sh"
+# a new cluster every run, as on a fresh machine (its files live under /tmp and outlive a clone)
+"$ROOT/scripts/cluster.sh" stop .test/cluster >/dev/null
+rm -rf "${LOGS:?}/cluster/data" "$LOGS/cluster/log"
 "$ROOT/scripts/cluster.sh" start .test/cluster "$TEST_PORT" \
     "timezone = 'UTC'" "shared_preload_libraries = 'pg_cron'" "cron.database_name = 'opsmeter_cron'" \
     "cron.use_background_workers = on"

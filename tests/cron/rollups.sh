@@ -36,8 +36,9 @@ diagnose() {
 
 case "$cmd" in
 start)
-    # The database is kept between runs: dropping it would end pg_cron's launcher for good (it
-    # is not restarted after a clean exit). Its contents are rebuilt instead.
+    # An existing database is kept (make test starts a new cluster, but a rerun against a
+    # running one finds it): dropping it would end pg_cron's launcher for good (it is not
+    # restarted after a clean exit). Its contents are rebuilt instead.
     if [ "$("${PSQL[@]}" -d postgres -Atc "SELECT count(*) FROM pg_database WHERE datname = '$DB'")" = 0 ]; then
         "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB"
     fi
