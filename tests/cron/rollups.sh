@@ -34,6 +34,13 @@ diagnose() {
     } >&2
 }
 
+# make pg_cron reread its whole job list (any change of cron.job does) and note when, for
+# `check`'s "never started" test
+reload_jobs() {
+    "${PSQL[@]}" -d "$DB" -c "SELECT cron.alter_job(jobid, active := true) FROM cron.job" \
+        -c "DELETE FROM public.cron_test" -c "INSERT INTO public.cron_test VALUES (now())" >/dev/null
+}
+
 case "$cmd" in
 start)
     # An existing database is kept (make test starts a new cluster, but a rerun against a
@@ -72,11 +79,10 @@ SQL
     # pg_cron reloads its job list when cron.job changes, and can miss a job scheduled while it
     # is reloading (citusdata/pg_cron#362). Once it is quiet, one more change of cron.job makes
     # it reload the whole list; `check` repeats this if a job still never starts.
-    sleep 2
     "${PSQL[@]}" -d "$DB" -c "SET client_min_messages = warning" \
-        -c "CREATE TABLE IF NOT EXISTS public.cron_test (scheduled_at timestamptz NOT NULL)" \
-        -c "TRUNCATE public.cron_test" -c "INSERT INTO public.cron_test VALUES (now())" \
-        -c "SELECT cron.alter_job(jobid, active := true) FROM cron.job" >/dev/null
+        -c "CREATE TABLE IF NOT EXISTS public.cron_test (scheduled_at timestamptz NOT NULL)" >/dev/null
+    sleep 2
+    reload_jobs
     ;;
 check)
     deadline=$(( $(date +%s) + ${CRON_WAIT:-100} ))
@@ -97,8 +103,7 @@ check)
                                              WHERE NOT EXISTS (SELECT FROM cron.job_run_details d WHERE d.jobid = j.jobid)
                                                AND (SELECT max(scheduled_at) FROM public.cron_test) < now() - interval '70 seconds'")
         if [ -n "$lost" ] && [ "$touched" -lt 2 ]; then
-            "${PSQL[@]}" -d "$DB" -Atc "SELECT cron.alter_job(jobid, active := true) FROM cron.job" >/dev/null
-            "${PSQL[@]}" -d "$DB" -Atc "UPDATE public.cron_test SET scheduled_at = now()"
+            reload_jobs
             touched=$((touched + 1))
             echo "note: pg_cron had never started $lost; cron.job touched so that it reloads its job list" >&2
             deadline=$(( $(date +%s) + 75 ))
