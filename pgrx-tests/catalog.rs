@@ -21,6 +21,12 @@ mod tests {
         "ops_sketch_final",
         "ops_sketch_merge",
         "ops_sketch_alpha",
+        "ops_sketch_pair_a",
+        "ops_sketch_pair_b",
+        "ops_sketch_pair_trans",
+        "ops_sketch_pair_combine",
+        "ops_sketch_pair_final_a",
+        "ops_sketch_pair_final_b",
         "ops_quantile",
         "ops_quantiles",
         "ops_rank",
@@ -110,8 +116,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             n,
-            Some(3),
-            "ops_sketch(float8), ops_sketch(float8, float8), ops_sketch_merge"
+            Some(5),
+            "ops_sketch(float8), ops_sketch(float8, float8), ops_sketch_merge, ops_sketch_pair_a, ops_sketch_pair_b"
         );
     }
 

@@ -21,6 +21,12 @@ COMMENT ON FUNCTION ops_sketch_final(ops_sketch) IS 'opsmeter: aggregate support
 COMMENT ON AGGREGATE ops_sketch(float8) IS 'opsmeter: sketch of the non-NULL values at alpha 0.005 (quantiles within 0.5% of percentile_disc); parallel safe, distributable';
 COMMENT ON AGGREGATE ops_sketch(float8, float8) IS 'opsmeter: sketch of the non-NULL values at relative accuracy alpha (0.0001 .. 0.1)';
 COMMENT ON AGGREGATE ops_sketch_merge(ops_sketch) IS 'opsmeter: exact merge of stored sketches (hourly to daily to monthly; all of one alpha)';
+COMMENT ON FUNCTION ops_sketch_pair_trans(bytea, float8, float8) IS 'opsmeter: aggregate support for ops_sketch_pair_a/_b: adds one row''s two values (a NULL skipped on its side), in place inside an aggregate';
+COMMENT ON FUNCTION ops_sketch_pair_combine(bytea, bytea) IS 'opsmeter: aggregate support for ops_sketch_pair_a/_b: merges the second pair state into the first, side by side (exact)';
+COMMENT ON FUNCTION ops_sketch_pair_final_a(bytea) IS 'opsmeter: aggregate support: the first side of a pair state as an ops_sketch (NULL when it has no value)';
+COMMENT ON FUNCTION ops_sketch_pair_final_b(bytea) IS 'opsmeter: aggregate support: the second side of a pair state as an ops_sketch (NULL when it has no value)';
+COMMENT ON AGGREGATE ops_sketch_pair_a(float8, float8) IS 'opsmeter: ops_sketch(a), the same bytes, computed in one state with ops_sketch_pair_b(a, b) when a query calls both on the same arguments (one state per group instead of two)';
+COMMENT ON AGGREGATE ops_sketch_pair_b(float8, float8) IS 'opsmeter: ops_sketch(b), the same bytes, computed in one state with ops_sketch_pair_a(a, b) when a query calls both on the same arguments';
 COMMENT ON FUNCTION ops_quantile(ops_sketch, float8) IS 'opsmeter: value at quantile q in [0, 1], within alpha of percentile_disc(q), clamped to [min, max]';
 COMMENT ON FUNCTION ops_quantiles(ops_sketch, float8[]) IS 'opsmeter: ops_quantile for each q of an array';
 COMMENT ON FUNCTION ops_rank(ops_sketch, float8) IS 'opsmeter: estimated share of values <= value (for SLOs such as the share of requests under 2 s)';

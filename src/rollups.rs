@@ -155,8 +155,17 @@ pub(crate) fn ext_schema() -> String {
 
 /// The sources the raw rollup reads, each checked against the columns it needs right now.
 fn names() -> Names {
+    let ext = ext_schema();
+    let pair = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.to_regprocedure($1 || '.ops_sketch_pair_a(float8, float8)') IS NOT NULL",
+        &[ext.as_str().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
     Names {
-        ext: ext_schema(),
+        pair,
+        ext,
         groups: resolve(Role::Groups),
         usage_logs: resolve(Role::UsageLogs),
         error_logs: resolve(Role::ErrorLogs),
@@ -383,6 +392,7 @@ fn ops_metrics_query(
     let n = match width.plan() {
         ru::Plan::Raw => names(),
         _ => Names {
+            pair: false,
             ext: ext_schema(),
             groups: String::new(),
             usage_logs: String::new(),
@@ -631,6 +641,42 @@ mod tests {
     }
 
     /// The aggregation step is a plain SELECT, so PostgreSQL may plan it in parallel.
+    /// The rollup's SQL with the two sketches from one pair state (what 0.11.0's catalog gets)
+    /// and with two ops_sketch calls (an older catalog under a newer library) give the same
+    /// rows, byte for byte, and those sketches are ops_sketch's over the raw rows.
+    #[pg_test]
+    fn pair_and_separate_sketches_give_the_same_rows() {
+        seed_small_day();
+        let mut names = super::names();
+        assert!(names.pair, "this catalog has ops_sketch_pair_a");
+        let rows = |n: &ru::Names| {
+            let sql = ru::hourly_select_sql(n)
+                .replace("$1", "'2026-11-21 00:00+00'::timestamptz")
+                .replace("$2", "'2026-11-22 00:00+00'::timestamptz");
+            Spi::get_one::<Vec<String>>(&format!(
+                "SELECT array_agg(r::text ORDER BY r::text) FROM pg_catalog.unnest(({sql})) r"
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        let paired = rows(&names);
+        names.pair = false;
+        let separate = rows(&names);
+        assert_eq!(paired.len(), 24 * 5);
+        assert_eq!(paired, separate);
+        Spi::run("SELECT ops_upsert_hourly('2026-11-21 00:00+00', '2026-11-22 00:00+00')").unwrap();
+        let (matched, same) = Spi::get_two::<i64, bool>(
+            "SELECT count(*), bool_and(h.duration_sketch::text = r.d AND h.ttft_sketch::text IS NOT DISTINCT FROM r.t)
+               FROM opsmeter.metrics_hourly h
+               JOIN (SELECT date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS b, group_id,
+                            ops_sketch(duration_ms)::text AS d, ops_sketch(first_token_ms)::text AS t
+                       FROM opsmeter.usage_logs WHERE created_at < '2026-11-22 00:00+00' GROUP BY 1, 2) r
+                 ON r.b = h.bucket_start AND r.group_id = h.group_id",
+        )
+        .unwrap();
+        assert_eq!((matched, same), (Some(48), Some(true)));
+    }
+
     #[pg_test]
     fn the_hourly_aggregation_can_run_in_parallel() {
         seed_small_day();

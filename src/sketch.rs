@@ -16,6 +16,7 @@
 //! aggregate context and frees the old one (growth is rare: windows grow with slack).
 
 use crate::cores::sketch::{self as dd, AddError, Sketch, SketchError, WORKING_MAGIC};
+use crate::cores::sketch_pair::{self as sp, PairAddError, Side};
 use crate::error::{OrRaise, SqlError};
 use pgrx::fcinfo::{pg_arg_is_null, pg_getarg_datum_raw, pg_return_null};
 use pgrx::prelude::*;
@@ -298,6 +299,25 @@ unsafe fn trans(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> pg_sys::Datum {
     }
 }
 
+/// For the per-row fast paths: the state argument and its payload, when there is one, the call
+/// comes from a plain aggregate (which owns the state and lets us modify it) and the state is a
+/// plain 4-byte-header varlena (ours always are). Makes no PostgreSQL call.
+#[inline(always)]
+unsafe fn aggregate_owned_state<'a>(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<(*mut pg_sys::varlena, &'a mut [u8])> {
+    unsafe {
+        if pg_arg_is_null(fcinfo, 0) || !in_plain_aggregate(fcinfo) {
+            return None;
+        }
+        let state = pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<pg_sys::varlena>();
+        if !pgrx::varatt_is_4b_u(state) {
+            return None;
+        }
+        Some((state, payload_mut(state)))
+    }
+}
+
 /// The per-row fast path of `ops_sketch(value)`: a non-NULL finite value added in place to a
 /// working state that belongs to a plain aggregate, when it fits the state's current windows.
 /// It makes no PostgreSQL call (no allocation, no error report), so it needs no pgrx guard;
@@ -308,14 +328,10 @@ unsafe fn trans(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> pg_sys::Datum {
 #[inline(always)]
 unsafe fn trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> Option<pg_sys::Datum> {
     unsafe {
-        if pg_arg_is_null(fcinfo, 0) || pg_arg_is_null(fcinfo, 1) || !in_plain_aggregate(fcinfo) {
+        if pg_arg_is_null(fcinfo, 1) {
             return None;
         }
-        let state = pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<pg_sys::varlena>();
-        if !pgrx::varatt_is_4b_u(state) {
-            return None;
-        }
-        let buf = payload_mut(state);
+        let (state, buf) = aggregate_owned_state(fcinfo)?;
         let x = float8_arg(fcinfo, 1);
         // On error `x` is not added and the buffer holds the same values (the core guarantees
         // it; a state that is not a working buffer of this layout is refused untouched), and
@@ -335,12 +351,22 @@ v1_info!(pg_finfo_ops_sketch_trans);
 pub unsafe extern "C-unwind" fn ops_sketch_trans(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-        trans_fast(fcinfo)
-    }));
-    match fast {
+    unsafe { fast_or_guarded(fcinfo, trans_fast, ops_sketch_trans_guarded) }
+}
+
+/// A transition function's body: `fast` (the per-row path, which touches nothing of
+/// PostgreSQL's) under `catch_unwind`; when it declines or panics, the `#[pg_guard]`ed `guarded`
+/// redoes the work with growth and error reports.
+#[inline(always)]
+unsafe fn fast_or_guarded(
+    fcinfo: pg_sys::FunctionCallInfo,
+    fast: unsafe fn(pg_sys::FunctionCallInfo) -> Option<pg_sys::Datum>,
+    guarded: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
+) -> pg_sys::Datum {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { fast(fcinfo) }));
+    match r {
         Ok(Some(d)) => d,
-        _ => unsafe { ops_sketch_trans_guarded(fcinfo) },
+        _ => unsafe { guarded(fcinfo) },
     }
 }
 
@@ -418,16 +444,30 @@ pub unsafe extern "C-unwind" fn ops_sketch_combine(
 }
 
 v1_info!(pg_finfo_ops_sketch_final);
-/// `ops_sketch_final(ops_sketch)`: the compact form of the state (read-only on its argument).
+/// `ops_sketch_final(ops_sketch)`: the compact form of the state. Inside an aggregate it may
+/// count the state's buffered values into its counters first; that changes no value the state
+/// holds.
 #[pg_guard]
 #[no_mangle]
 pub unsafe extern "C-unwind" fn ops_sketch_final(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     unsafe {
-        let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 0));
+        let original = pg_getarg_datum_raw(fcinfo, 0);
+        let p = original.cast_mut_ptr::<pg_sys::varlena>();
+        if pgrx::varatt_is_4b_u(p)
+            && dd::is_current_working(payload_mut(p))
+            && in_plain_aggregate(fcinfo)
+        {
+            // Count the buffered values in place, as one batch (instead of one at a time into
+            // the decoded sketch): the state holds the same values afterwards, so a final
+            // function called again on it (a state shared by two aggregates) reads the same.
+            // When the state would have to grow, the rest stay buffered and are counted below.
+            let _ = dd::working_flush(payload_mut(p));
+        }
+        let (bytes, _) = payload_of(original);
         if bytes.first() != Some(&WORKING_MAGIC) {
-            return pg_getarg_datum_raw(fcinfo, 0);
+            return original;
         }
         // Kept in the decode cache: a rollup merges each hourly sketch into its coarser
         // grouping sets right after this final function made it.
@@ -475,10 +515,215 @@ CREATE AGGREGATE ops_sketch_merge(ops_sketch) (
     SFUNC = ops_sketch_combine, STYPE = ops_sketch, SSPACE = 8192,
     COMBINEFUNC = ops_sketch_combine, FINALFUNC = ops_sketch_final, PARALLEL = SAFE
 );
+
+-- ops_sketch_pair_a / ops_sketch_pair_b (see "Two sketches in one state" below). In this block,
+-- not one of their own, so that the install script's order does not depend on the build.
+-- Not STRICT: a NULL state starts a pair, a NULL value is skipped on its side.
+CREATE FUNCTION ops_sketch_pair_trans(bytea, float8, float8) RETURNS bytea
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'ops_sketch_pair_trans';
+CREATE FUNCTION ops_sketch_pair_combine(bytea, bytea) RETURNS bytea
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'ops_sketch_pair_combine';
+CREATE FUNCTION ops_sketch_pair_final_a(bytea) RETURNS ops_sketch
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'ops_sketch_pair_final_a';
+CREATE FUNCTION ops_sketch_pair_final_b(bytea) RETURNS ops_sketch
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'ops_sketch_pair_final_b';
+-- SSPACE: the two sketches' (one shared state, counted once by the planner).
+CREATE AGGREGATE ops_sketch_pair_a(a float8, b float8) (
+    SFUNC = ops_sketch_pair_trans, STYPE = bytea, SSPACE = 16384,
+    COMBINEFUNC = ops_sketch_pair_combine, FINALFUNC = ops_sketch_pair_final_a,
+    FINALFUNC_MODIFY = READ_ONLY, PARALLEL = SAFE
+);
+CREATE AGGREGATE ops_sketch_pair_b(a float8, b float8) (
+    SFUNC = ops_sketch_pair_trans, STYPE = bytea, SSPACE = 16384,
+    COMBINEFUNC = ops_sketch_pair_combine, FINALFUNC = ops_sketch_pair_final_b,
+    FINALFUNC_MODIFY = READ_ONLY, PARALLEL = SAFE
+);
 "#,
     name = "ops_sketch_type",
     creates = [Type(OpsSketch)],
 );
+
+// ---------------------------------------------------------------------------------------------
+// Two sketches in one state: ops_sketch_pair_a(a, b) and ops_sketch_pair_b(a, b). The two
+// aggregates have the same transition function, transition type and combine function, so
+// PostgreSQL gives the two calls of one query on the same arguments a single shared state
+// (`AggTransInfo`); the layout is [`crate::cores::sketch_pair`]. The transition type is bytea, a
+// real type with text I/O (Citus ships partial states as text); a state that does not come
+// from this aggregate is validated and rebuilt before anything writes to it.
+
+/// Initial length of each section of a fresh pair state (the single sketch's initial state).
+const PAIR_SECTION_BYTES: usize = INITIAL_WINDOW_BYTES;
+
+/// Applies `op` to the pair state in `state`, growing it (into a new varlena in the current
+/// memory context) as often as the core asks.
+unsafe fn with_pair_growth(
+    mut state: *mut pg_sys::varlena,
+    mut op: impl FnMut(&mut [u8]) -> Result<(), PairAddError>,
+) -> *mut pg_sys::varlena {
+    loop {
+        let buf = unsafe { payload_mut(state) };
+        match op(buf) {
+            Ok(()) => return state,
+            Err(PairAddError::NeedsGrow {
+                side,
+                suggested_len,
+                ..
+            }) => {
+                let grown = unsafe { alloc_varlena(suggested_len) };
+                sp::pair_grow(buf, unsafe { payload_mut(grown) }, side).or_raise();
+                state = grown;
+            }
+            Err(PairAddError::Sketch(e)) => crate::error::raise(&e, "ops_sketch_pair"),
+        }
+    }
+}
+
+/// The pair state from argument 0, ready for in-place updates (as [`writable_state`]): the
+/// argument itself when it is a pair state owned by a plain aggregate, else a validated copy.
+unsafe fn writable_pair_state(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::varlena {
+    unsafe {
+        if pg_arg_is_null(fcinfo, 0) {
+            let p = alloc_varlena(sp::pair_len(dd::working_min_len() + PAIR_SECTION_BYTES));
+            sp::pair_init(payload_mut(p), dd::DEFAULT_ALPHA).or_raise();
+            return p;
+        }
+        let original = pg_getarg_datum_raw(fcinfo, 0);
+        let (bytes, p) = payload_of(original);
+        if sp::is_pair(bytes) && p == original.cast_mut_ptr() && in_plain_aggregate(fcinfo) {
+            return p;
+        }
+        let (a, b) = sp::pair_sketches(bytes).or_raise();
+        let rebuilt = sp::pair_from_sketches(&a, &b);
+        let q = alloc_varlena(rebuilt.len());
+        payload_mut(q).copy_from_slice(&rebuilt);
+        q
+    }
+}
+
+/// A nullable float8 argument.
+unsafe fn opt_float8_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<f64> {
+    unsafe { (!pg_arg_is_null(fcinfo, n)).then(|| float8_arg(fcinfo, n)) }
+}
+
+/// The per-row fast path of the pair aggregates (as [`trans_fast`]).
+#[inline(always)]
+unsafe fn pair_trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> Option<pg_sys::Datum> {
+    unsafe {
+        let (state, buf) = aggregate_owned_state(fcinfo)?;
+        if !sp::is_pair(buf) {
+            return None;
+        }
+        // On error nothing of this row is added (the core guarantees it), and the guarded path
+        // repeats the add and grows or reports.
+        sp::pair_add(buf, opt_float8_arg(fcinfo, 1), opt_float8_arg(fcinfo, 2)).ok()?;
+        Some(pg_sys::Datum::from(state))
+    }
+}
+
+v1_info!(pg_finfo_ops_sketch_pair_trans);
+/// `ops_sketch_pair_trans(bytea, float8, float8)`: adds one row's two values (a NULL one is
+/// skipped on its side). Guarded like [`ops_sketch_trans`].
+#[no_mangle]
+pub unsafe extern "C-unwind" fn ops_sketch_pair_trans(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    unsafe { fast_or_guarded(fcinfo, pair_trans_fast, ops_sketch_pair_trans_guarded) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn ops_sketch_pair_trans_guarded(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    unsafe {
+        let (a, b) = (opt_float8_arg(fcinfo, 1), opt_float8_arg(fcinfo, 2));
+        if a.is_none() && b.is_none() {
+            return if pg_arg_is_null(fcinfo, 0) {
+                pg_return_null(fcinfo)
+            } else {
+                pg_getarg_datum_raw(fcinfo, 0)
+            };
+        }
+        for v in [a, b].into_iter().flatten() {
+            if !v.is_finite() {
+                crate::error::raise(&SketchError::InvalidValue(v), "ops_sketch_pair");
+            }
+        }
+        let state = writable_pair_state(fcinfo);
+        pg_sys::Datum::from(with_pair_growth(state, |buf| sp::pair_add(buf, a, b)))
+    }
+}
+
+v1_info!(pg_finfo_ops_sketch_pair_combine);
+/// `ops_sketch_pair_combine(bytea, bytea)`: merges the second pair state into the first, side
+/// by side (parallel and distributed plans).
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn ops_sketch_pair_combine(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    unsafe {
+        if let Some(unchanged) = skip_null_input(fcinfo) {
+            return unchanged;
+        }
+        let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 1));
+        let (a, b) = sp::pair_sketches(bytes).or_raise();
+        if pg_arg_is_null(fcinfo, 0) {
+            // The group's first partial state: valid (it decoded), so a copy of it is the state.
+            let q = alloc_varlena(bytes.len());
+            payload_mut(q).copy_from_slice(bytes);
+            return pg_sys::Datum::from(q);
+        }
+        let state = writable_pair_state(fcinfo);
+        let state = with_pair_growth(state, |buf| sp::pair_merge_side(buf, Side::A, &a));
+        pg_sys::Datum::from(with_pair_growth(state, |buf| {
+            sp::pair_merge_side(buf, Side::B, &b)
+        }))
+    }
+}
+
+/// The final function of one side: that side's compact sketch, or NULL when the side has no
+/// value (as `ops_sketch` over only NULLs). Read-only on the state, which the other side's
+/// final function reads too.
+unsafe fn pair_final(fcinfo: pg_sys::FunctionCallInfo, side: Side) -> pg_sys::Datum {
+    unsafe {
+        let original = pg_getarg_datum_raw(fcinfo, 0);
+        let (bytes, p) = payload_of(original);
+        if sp::is_pair(bytes) && p == original.cast_mut_ptr() && in_plain_aggregate(fcinfo) {
+            // Count the buffered rows into the sections in place (one batch, instead of one
+            // value at a time into the decoded sketch below). The state then holds the same
+            // values, so the other side's final function, which reads the same state, gives
+            // the same result; if a section would have to grow, the values not yet added stay
+            // buffered and are counted below.
+            let _ = sp::pair_flush(payload_mut(p));
+        }
+        let (bytes, _) = payload_of(original);
+        let s = sp::pair_sketch(bytes, side).or_raise();
+        if s.is_empty() {
+            return pg_return_null(fcinfo);
+        }
+        DECODED.with(|c| c.borrow_mut().encode_keeping(s, |b| bytes_datum(b)))
+    }
+}
+
+v1_info!(pg_finfo_ops_sketch_pair_final_a);
+/// `ops_sketch_pair_final_a(bytea)`: the sketch of the first argument.
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn ops_sketch_pair_final_a(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    unsafe { pair_final(fcinfo, Side::A) }
+}
+
+v1_info!(pg_finfo_ops_sketch_pair_final_b);
+/// `ops_sketch_pair_final_b(bytea)`: the sketch of the second argument.
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn ops_sketch_pair_final_b(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    unsafe { pair_final(fcinfo, Side::B) }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Accessors: ordinary pgrx functions over a decoded sketch.

@@ -10,4 +10,5 @@ pub mod queue;
 pub mod records;
 pub mod rollup;
 pub mod sketch;
+pub mod sketch_pair;
 pub mod sources;

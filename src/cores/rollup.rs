@@ -235,6 +235,11 @@ pub struct Names {
     pub groups: String,
     pub usage_logs: String,
     pub error_logs: String,
+    /// Whether the catalog has `ops_sketch_pair_a/_b` (0.11.0 on): the two sketches of a usage
+    /// row are then computed in one shared state. False between installing a newer library and
+    /// `ALTER EXTENSION opsmeter UPDATE` from an older catalog: two `ops_sketch` calls, the same
+    /// bytes.
+    pub pair: bool,
 }
 
 /// The count columns every rollup row carries, in table order.
@@ -289,13 +294,24 @@ pub fn grains_sql(n: &Names, bucket: Width, lo: &str, hi: &str) -> String {
     let ext = &n.ext;
     let ub = bucket.bucket_sql("u.created_at");
     let eb = bucket.bucket_sql("e.created_at");
+    let (dur, ttft) = if n.pair {
+        (
+            format!("{ext}.ops_sketch_pair_a(u.duration_ms::float8, u.first_token_ms::float8)"),
+            format!("{ext}.ops_sketch_pair_b(u.duration_ms::float8, u.first_token_ms::float8)"),
+        )
+    } else {
+        (
+            format!("{ext}.ops_sketch(u.duration_ms::float8)"),
+            format!("{ext}.ops_sketch(u.first_token_ms::float8)"),
+        )
+    };
     format!(
         "WITH u AS (
     SELECT {ub} AS bucket_start, u.group_id,
            pg_catalog.count(*) AS success_count,
            pg_catalog.sum(u.input_tokens + u.output_tokens + u.cache_creation_tokens + u.cache_read_tokens) AS token_consumed,
-           {ext}.ops_sketch(u.duration_ms::float8) AS duration_sketch,
-           {ext}.ops_sketch(u.first_token_ms::float8) AS ttft_sketch
+           {dur} AS duration_sketch,
+           {ttft} AS ttft_sketch
       FROM {usage} u
      WHERE u.created_at >= {lo} AND u.created_at < {hi} AND u.group_id IS NOT NULL
      GROUP BY 1, 2
@@ -688,12 +704,37 @@ mod tests {
     }
 
     #[test]
+    fn both_sketches_come_from_one_pair_state_when_the_catalog_has_it() {
+        let mut n = Names {
+            ext: "\"my ext\"".into(),
+            groups: "public.g".into(),
+            usage_logs: "public.u".into(),
+            error_logs: "public.e".into(),
+            pair: true,
+        };
+        let args = "(u.duration_ms::float8, u.first_token_ms::float8)";
+        let sql = hourly_select_sql(&n);
+        assert!(sql.contains(&format!(
+            "\"my ext\".ops_sketch_pair_a{args} AS duration_sketch"
+        )));
+        assert!(sql.contains(&format!(
+            "\"my ext\".ops_sketch_pair_b{args} AS ttft_sketch"
+        )));
+        assert!(!sql.contains(".ops_sketch(u."));
+        n.pair = false;
+        let sql = hourly_select_sql(&n);
+        assert!(!sql.contains("ops_sketch_pair"));
+        assert!(sql.contains("\"my ext\".ops_sketch(u.first_token_ms::float8) AS ttft_sketch"));
+    }
+
+    #[test]
     fn generated_sql_reads_only_the_given_relations_qualified() {
         let n = Names {
             ext: "\"my ext\"".into(),
             groups: "public.g".into(),
             usage_logs: "public.u".into(),
             error_logs: "public.e".into(),
+            pair: false,
         };
         let sql = hourly_select_sql(&n);
         assert!(sql.contains("FROM public.u u"));

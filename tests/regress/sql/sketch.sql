@@ -101,8 +101,58 @@ SELECT count(*) AS stored_rows FROM stored;
 SELECT a.aggfnoid::regprocedure AS aggregate, a.aggtranstype::regtype AS stype,
        a.aggcombinefn <> 0 AS has_combine, t.typtype
   FROM pg_aggregate a JOIN pg_type t ON t.oid = a.aggtranstype JOIN pg_proc p ON p.oid = a.aggfnoid
- WHERE p.proname IN ('ops_sketch', 'ops_sketch_merge')
+ WHERE p.proname IN ('ops_sketch', 'ops_sketch_merge', 'ops_sketch_pair_a', 'ops_sketch_pair_b')
  ORDER BY 1::text;
+
+-- ops_sketch_pair_a(a, b) / ops_sketch_pair_b(a, b): one shared state per group, the same bytes
+-- as ops_sketch(a) / ops_sketch(b), NULLs skipped on their side (grp 2 has no b at all), in
+-- serial and parallel plans, hashed and sorted.
+CREATE TABLE pairs AS
+SELECT grp, x, CASE WHEN grp = 2 THEN NULL WHEN grp = 3 THEN -x ELSE x * 0.37 + grp END AS y FROM lat;
+INSERT INTO pairs SELECT 7, NULL, NULL;
+CREATE VIEW pair_check AS
+SELECT count(*) AS groups,
+       bool_and(pa IS NOT DISTINCT FROM sa) AS a_equal,
+       bool_and(pb IS NOT DISTINCT FROM sb) AS b_equal,
+       count(*) FILTER (WHERE pb IS NULL) AS groups_without_b,
+       count(*) FILTER (WHERE pa IS NULL) AS groups_without_a
+  FROM (SELECT grp, ops_sketch_pair_a(x, y)::text AS pa, ops_sketch_pair_b(x, y)::text AS pb,
+               ops_sketch(x)::text AS sa, ops_sketch(y)::text AS sb
+          FROM pairs GROUP BY grp) t;
+SET enable_sort = off;
+SELECT * FROM pair_check;
+SET enable_sort = on;
+SET enable_hashagg = off;
+SELECT * FROM pair_check;
+SET max_parallel_workers_per_gather = 2;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET parallel_leader_participation = off;
+EXPLAIN (COSTS OFF) SELECT ops_sketch_pair_a(x, y), ops_sketch_pair_b(x, y) FROM pairs;
+SELECT ops_sketch_pair_a(x, y)::text = (SELECT ops_sketch(x)::text FROM pairs) AS parallel_a_equal,
+       ops_sketch_pair_b(x, y)::text = (SELECT ops_sketch(y)::text FROM pairs) AS parallel_b_equal
+  FROM pairs;
+SELECT * FROM pair_check;
+RESET ALL;
+-- The support functions called directly (outside an aggregate they copy, never modify, their
+-- argument); no rows, or only NULLs, give NULL.
+SELECT ops_sketch_pair_final_a(s)::text = ops_sketch(v)::text AS direct_a,
+       ops_sketch_pair_final_b(s)::text = ops_sketch(v * 2)::text AS direct_b
+  FROM (SELECT ops_sketch_pair_trans(ops_sketch_pair_trans(NULL, 1.5, 3), 2.5, 5) AS s) p,
+       (VALUES (1.5::float8), (2.5)) v(v) GROUP BY s;
+SELECT ops_sketch_pair_final_a(ops_sketch_pair_combine(NULL, ops_sketch_pair_trans(NULL, 4, NULL)))::text
+     = ops_sketch(4)::text AS combined_from_null,
+       ops_sketch_pair_final_b(ops_sketch_pair_trans(NULL, 4, NULL)) IS NULL AS empty_side_is_null;
+SELECT ops_sketch_pair_a(x, y) IS NULL AS no_rows FROM pairs WHERE false;
+SELECT ops_sketch_pair_b(NULL::float8, NULL::float8) IS NULL AS only_nulls;
+-- Errors: NaN/Infinity on either side (22023), a state that is not a pair state (22P03).
+SELECT ops_sketch_pair_b(x, y) FROM (VALUES (1.0::float8, 2.0::float8), (3.0, 'NaN')) v(x, y);
+SELECT ops_sketch_pair_a(x, y) FROM (VALUES (1.0::float8, 2.0::float8), ('Infinity', 4.0)) v(x, y);
+SELECT ops_sketch_pair_final_a('\xd90100'::bytea);
+SELECT ops_sketch_pair_combine(ops_sketch_pair_trans(NULL, 1, 1), '\x00'::bytea);
+SELECT ops_sketch_pair_trans('\xd901000000000000'::bytea, 1, 1);
+SELECT regress.err($$SELECT ops_sketch_pair_final_b('\xd90100'::bytea)$$);
 
 -- Left for the pg_dump/restore check run by scripts/test.sh after pg_regress.
 CREATE TABLE sketch_dump_check AS SELECT id, s FROM stored;
