@@ -135,6 +135,29 @@ SELECT ops_sketch_pair_a(x, y)::text = (SELECT ops_sketch(x)::text FROM pairs) A
   FROM pairs;
 SELECT * FROM pair_check;
 RESET ALL;
+-- A hash aggregation that spills to disk (many groups, work_mem 64kB) gives the same bytes.
+CREATE TABLE pair_spill (grp int, k bigint, equal bool);
+DO $$
+DECLARE plan json;
+BEGIN
+    SET LOCAL work_mem = '64kB';
+    SET LOCAL hash_mem_multiplier = 1;
+    SET LOCAL enable_sort = off;
+    EXECUTE 'EXPLAIN (ANALYZE, FORMAT JSON, COSTS OFF, TIMING OFF)
+             SELECT grp, round(x)::bigint % 500, ops_sketch_pair_a(x, y), ops_sketch_pair_b(x, y)
+               FROM pairs GROUP BY 1, 2' INTO plan;
+    IF (plan -> 0 -> 'Plan' ->> 'HashAgg Batches')::int <= 1 THEN
+        RAISE EXCEPTION 'the aggregation did not spill: %', plan;
+    END IF;
+    INSERT INTO pair_spill
+    SELECT p.grp, k, pa IS NOT DISTINCT FROM sa AND pb IS NOT DISTINCT FROM sb
+      FROM (SELECT grp, round(x)::bigint % 500 AS k, ops_sketch_pair_a(x, y)::text AS pa,
+                   ops_sketch_pair_b(x, y)::text AS pb FROM pairs GROUP BY 1, 2) p
+      JOIN (SELECT grp, round(x)::bigint % 500 AS k, ops_sketch(x)::text AS sa, ops_sketch(y)::text AS sb
+              FROM pairs GROUP BY 1, 2) s USING (grp, k);
+END
+$$;
+SELECT count(*) > 1000 AS many_groups, bool_and(equal) AS spilled_equal FROM pair_spill;
 -- The support functions called directly (outside an aggregate they copy, never modify, their
 -- argument); no rows, or only NULLs, give NULL.
 SELECT ops_sketch_pair_final_a(s)::text = ops_sketch(v)::text AS direct_a,
