@@ -640,7 +640,6 @@ mod tests {
         }
     }
 
-    /// The aggregation step is a plain SELECT, so PostgreSQL may plan it in parallel.
     /// The rollup's SQL with the two sketches from one pair state (what 0.11.0's catalog gets)
     /// and with two ops_sketch calls (an older catalog under a newer library) give the same
     /// rows, byte for byte, and those sketches are ops_sketch's over the raw rows.
@@ -677,6 +676,7 @@ mod tests {
         assert_eq!((matched, same), (Some(48), Some(true)));
     }
 
+    /// The aggregation step is a plain SELECT, so PostgreSQL may plan it in parallel.
     #[pg_test]
     fn the_hourly_aggregation_can_run_in_parallel() {
         seed_small_day();
