@@ -1533,7 +1533,7 @@ fn rd8(b: &[u8], off: usize) -> [u8; 8] {
     a
 }
 #[inline(always)]
-fn rd_u64(b: &[u8], off: usize) -> u64 {
+pub(crate) fn rd_u64(b: &[u8], off: usize) -> u64 {
     u64::from_ne_bytes(rd8(b, off))
 }
 #[inline(always)]
@@ -1545,7 +1545,7 @@ fn rd_f64(b: &[u8], off: usize) -> f64 {
     f64::from_bits(rd_u64(b, off))
 }
 #[inline(always)]
-fn rd_u32(b: &[u8], off: usize) -> u32 {
+pub(crate) fn rd_u32(b: &[u8], off: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[off..off + 4]);
     u32::from_ne_bytes(a)
@@ -1555,7 +1555,7 @@ fn rd_i32(b: &[u8], off: usize) -> i32 {
     rd_u32(b, off) as i32
 }
 #[inline(always)]
-fn wr_u64(b: &mut [u8], off: usize, v: u64) {
+pub(crate) fn wr_u64(b: &mut [u8], off: usize, v: u64) {
     b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
 }
 #[inline(always)]
@@ -1567,7 +1567,7 @@ fn wr_f64(b: &mut [u8], off: usize, v: f64) {
     wr_u64(b, off, v.to_bits());
 }
 #[inline(always)]
-fn wr_u32(b: &mut [u8], off: usize, v: u32) {
+pub(crate) fn wr_u32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
 }
 

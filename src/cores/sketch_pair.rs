@@ -22,7 +22,9 @@
 //! single sketch guarantees (exact count, sum, min, max; the same compact bytes as any other
 //! way of adding the same values) holds for each side.
 
-use crate::cores::sketch::{self as dd, AddError, Sketch, SketchError};
+use crate::cores::sketch::{
+    self as dd, rd_u32, rd_u64, wr_u32, wr_u64, AddError, Sketch, SketchError,
+};
 
 /// First byte of a pair state (the single working buffer's is `dd::WORKING_MAGIC`, a compact
 /// sketch's its format version).
@@ -71,12 +73,9 @@ fn corrupt<T>(msg: &str) -> Result<T, SketchError> {
     Err(SketchError::Corrupt(format!("sketch pair state: {msg}")))
 }
 
-fn rd_u64(b: &[u8], off: usize) -> u64 {
-    u64::from_ne_bytes(b[off..off + 8].try_into().unwrap())
-}
-
-fn wr_u64(b: &mut [u8], off: usize, v: u64) {
-    b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+/// Writes the offset of section B.
+fn set_b_off(buf: &mut [u8], b_off: usize) {
+    wr_u32(buf, P_B_OFF, b_off as u32);
 }
 
 fn slot(i: usize, side: Side) -> usize {
@@ -115,7 +114,7 @@ pub fn pair_init(buf: &mut [u8], alpha: f64) -> Result<(), SketchError> {
     buf[..A_OFF].fill(0);
     buf[P_MAGIC] = PAIR_MAGIC;
     buf[P_LAYOUT] = PAIR_LAYOUT;
-    buf[P_B_OFF..P_B_OFF + 4].copy_from_slice(&(b_off as u32).to_ne_bytes());
+    set_b_off(buf, b_off);
     dd::working_init(&mut buf[A_OFF..b_off], alpha)?;
     dd::working_init(&mut buf[b_off..], alpha)?;
     Ok(())
@@ -136,7 +135,7 @@ fn header(buf: &[u8]) -> Result<(usize, usize), SketchError> {
     if n > PAIR_CAP {
         return corrupt("pair buffer overfull");
     }
-    let b_off = u32::from_ne_bytes(buf[P_B_OFF..P_B_OFF + 4].try_into().unwrap()) as usize;
+    let b_off = rd_u32(buf, P_B_OFF) as usize;
     let min = dd::working_min_len();
     if b_off < A_OFF + min || b_off > buf.len() || buf.len() - b_off < min {
         return corrupt("section offset out of range");
@@ -226,7 +225,7 @@ pub fn pair_grow(old: &[u8], new: &mut [u8], side: Side) -> Result<(), SketchErr
             let nb = b_off + extra;
             dd::working_grow(&old[A_OFF..b_off], &mut new[A_OFF..nb])?;
             new[nb..].copy_from_slice(&old[b_off..]);
-            new[P_B_OFF..P_B_OFF + 4].copy_from_slice(&(nb as u32).to_ne_bytes());
+            set_b_off(new, nb);
         }
         Side::B => {
             new[A_OFF..b_off].copy_from_slice(&old[A_OFF..b_off]);
@@ -287,7 +286,7 @@ pub fn pair_from_sketches(a: &Sketch, b: &Sketch) -> Vec<u8> {
     out[P_MAGIC] = PAIR_MAGIC;
     out[P_LAYOUT] = PAIR_LAYOUT;
     let b_off = A_OFF + wa.len();
-    out[P_B_OFF..P_B_OFF + 4].copy_from_slice(&(b_off as u32).to_ne_bytes());
+    set_b_off(&mut out, b_off);
     out[A_OFF..b_off].copy_from_slice(&wa);
     out[b_off..].copy_from_slice(&wb);
     out
@@ -457,7 +456,7 @@ mod tests {
         cases.push(overfull);
         for off in [0u32, A_OFF as u32, u32::MAX, good.len() as u32] {
             let mut b = good.clone();
-            b[P_B_OFF..P_B_OFF + 4].copy_from_slice(&off.to_ne_bytes());
+            wr_u32(&mut b, P_B_OFF, off);
             cases.push(b);
         }
         let mut bad_slot = good.clone();
