@@ -121,12 +121,7 @@ fn shared_sketch_from_payload(bytes: &[u8]) -> Result<Rc<Sketch>, SketchError> {
 
 /// A working-form varlena built from an owned sketch, in the current memory context.
 unsafe fn working_varlena_from(s: &Sketch) -> *mut pg_sys::varlena {
-    let buf = dd::sketch_to_working(s);
-    unsafe {
-        let p = alloc_varlena(buf.len());
-        payload_mut(p).copy_from_slice(&buf);
-        p
-    }
+    unsafe { bytes_datum(&dd::sketch_to_working(s)).cast_mut_ptr() }
 }
 
 /// Initial room for counters in a fresh state (besides its header): 1 024 one-byte counters, a
@@ -175,16 +170,14 @@ unsafe fn writable_state(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> *mut p
             dd::working_init(payload_mut(p), alpha).or_raise();
             return p;
         }
-        let original = pg_getarg_datum_raw(fcinfo, 0);
-        let (bytes, p) = payload_of(original);
         // Hot path, once per row: our own working buffer (always a plain 4-byte-header varlena,
-        // never toasted, so `p` is the argument itself) inside a plain aggregate. No copy.
-        if dd::is_current_working(bytes)
-            && p == original.cast_mut_ptr()
-            && in_plain_aggregate(fcinfo)
-        {
-            return p;
+        // never toasted) inside a plain aggregate. No copy.
+        if let Some((p, buf)) = aggregate_owned_state(fcinfo) {
+            if dd::is_current_working(buf) {
+                return p;
+            }
         }
+        let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 0));
         // A compact state (the first input of ops_sketch_merge, a state shipped as text by
         // Citus), or a call outside a plain aggregate, where arguments must not be modified.
         let s = shared_sketch_from_payload(bytes).or_raise();
@@ -299,9 +292,11 @@ unsafe fn trans(fcinfo: pg_sys::FunctionCallInfo, alpha: f64) -> pg_sys::Datum {
     }
 }
 
-/// For the per-row fast paths: the state argument and its payload, when there is one, the call
-/// comes from a plain aggregate (which owns the state and lets us modify it) and the state is a
-/// plain 4-byte-header varlena (ours always are). Makes no PostgreSQL call.
+/// The state argument and its payload, writable in place: when there is one, the call comes
+/// from a plain aggregate (which owns the state and lets us modify it) and the state is a plain
+/// 4-byte-header varlena (ours always are; anything else is read through `payload_of`). Makes no
+/// PostgreSQL call: the per-row fast paths use it, and so do the writable-state helpers and the
+/// final functions' in-place flush.
 #[inline(always)]
 unsafe fn aggregate_owned_state<'a>(
     fcinfo: pg_sys::FunctionCallInfo,
@@ -453,18 +448,16 @@ pub unsafe extern "C-unwind" fn ops_sketch_final(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     unsafe {
-        let original = pg_getarg_datum_raw(fcinfo, 0);
-        let p = original.cast_mut_ptr::<pg_sys::varlena>();
-        if pgrx::varatt_is_4b_u(p)
-            && dd::is_current_working(payload_mut(p))
-            && in_plain_aggregate(fcinfo)
+        if let Some((_, buf)) =
+            aggregate_owned_state(fcinfo).filter(|(_, b)| dd::is_current_working(b))
         {
             // Count the buffered values in place, as one batch (instead of one at a time into
             // the decoded sketch): the state holds the same values afterwards, so a final
             // function called again on it (a state shared by two aggregates) reads the same.
             // When the state would have to grow, the rest stay buffered and are counted below.
-            let _ = dd::working_flush(payload_mut(p));
+            let _ = dd::working_flush(buf);
         }
+        let original = pg_getarg_datum_raw(fcinfo, 0);
         let (bytes, _) = payload_of(original);
         if bytes.first() != Some(&WORKING_MAGIC) {
             return original;
@@ -587,16 +580,14 @@ unsafe fn writable_pair_state(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::
             sp::pair_init(payload_mut(p), dd::DEFAULT_ALPHA).or_raise();
             return p;
         }
-        let original = pg_getarg_datum_raw(fcinfo, 0);
-        let (bytes, p) = payload_of(original);
-        if sp::is_pair(bytes) && p == original.cast_mut_ptr() && in_plain_aggregate(fcinfo) {
-            return p;
+        if let Some((p, buf)) = aggregate_owned_state(fcinfo) {
+            if sp::is_pair(buf) {
+                return p;
+            }
         }
+        let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 0));
         let (a, b) = sp::pair_sketches(bytes).or_raise();
-        let rebuilt = sp::pair_from_sketches(&a, &b);
-        let q = alloc_varlena(rebuilt.len());
-        payload_mut(q).copy_from_slice(&rebuilt);
-        q
+        bytes_datum(&sp::pair_from_sketches(&a, &b)).cast_mut_ptr()
     }
 }
 
@@ -610,11 +601,9 @@ unsafe fn opt_float8_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<f
 unsafe fn pair_trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> Option<pg_sys::Datum> {
     unsafe {
         let (state, buf) = aggregate_owned_state(fcinfo)?;
-        if !sp::is_pair(buf) {
-            return None;
-        }
-        // On error nothing of this row is added (the core guarantees it), and the guarded path
-        // repeats the add and grows or reports.
+        // On error nothing of this row is added (the core guarantees it; a state that is not a
+        // pair state is refused untouched), and the guarded path repeats the add and grows or
+        // reports.
         sp::pair_add(buf, opt_float8_arg(fcinfo, 1), opt_float8_arg(fcinfo, 2)).ok()?;
         Some(pg_sys::Datum::from(state))
     }
@@ -643,11 +632,6 @@ unsafe extern "C-unwind" fn ops_sketch_pair_trans_guarded(
                 pg_getarg_datum_raw(fcinfo, 0)
             };
         }
-        for v in [a, b].into_iter().flatten() {
-            if !v.is_finite() {
-                crate::error::raise(&SketchError::InvalidValue(v), "ops_sketch_pair");
-            }
-        }
         let state = writable_pair_state(fcinfo);
         pg_sys::Datum::from(with_pair_growth(state, |buf| sp::pair_add(buf, a, b)))
     }
@@ -669,9 +653,7 @@ pub unsafe extern "C-unwind" fn ops_sketch_pair_combine(
         let (a, b) = sp::pair_sketches(bytes).or_raise();
         if pg_arg_is_null(fcinfo, 0) {
             // The group's first partial state: valid (it decoded), so a copy of it is the state.
-            let q = alloc_varlena(bytes.len());
-            payload_mut(q).copy_from_slice(bytes);
-            return pg_sys::Datum::from(q);
+            return bytes_datum(bytes);
         }
         let state = writable_pair_state(fcinfo);
         let state = with_pair_growth(state, |buf| sp::pair_merge_side(buf, Side::A, &a));
@@ -686,17 +668,15 @@ pub unsafe extern "C-unwind" fn ops_sketch_pair_combine(
 /// final function reads too.
 unsafe fn pair_final(fcinfo: pg_sys::FunctionCallInfo, side: Side) -> pg_sys::Datum {
     unsafe {
-        let original = pg_getarg_datum_raw(fcinfo, 0);
-        let (bytes, p) = payload_of(original);
-        if sp::is_pair(bytes) && p == original.cast_mut_ptr() && in_plain_aggregate(fcinfo) {
+        if let Some((_, buf)) = aggregate_owned_state(fcinfo).filter(|(_, b)| sp::is_pair(b)) {
             // Count the buffered rows into the sections in place (one batch, instead of one
             // value at a time into the decoded sketch below). The state then holds the same
             // values, so the other side's final function, which reads the same state, gives
             // the same result; if a section would have to grow, the values not yet added stay
             // buffered and are counted below.
-            let _ = sp::pair_flush(payload_mut(p));
+            let _ = sp::pair_flush(buf);
         }
-        let (bytes, _) = payload_of(original);
+        let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 0));
         let s = sp::pair_sketch(bytes, side).or_raise();
         if s.is_empty() {
             return pg_return_null(fcinfo);
