@@ -4,6 +4,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 BENCH_PORT="${BENCH_PORT:-55434}"
 BENCH_RUNS="${BENCH_RUNS:-7}"
 
+# bench_start: starts the benchmark cluster in .bench (if it is not running) with the
+# benchmark settings, and sets SOCK and PSQL. opsmeter is preloaded into the postmaster, so every
+# session runs the build installed when it started even if another cargo pgrx install (which
+# replaces the file) runs during the benchmark.
+bench_start() {
+    "$ROOT/scripts/cluster.sh" start .bench "$BENCH_PORT" \
+        "shared_buffers = '2GB'" "work_mem = '256MB'" "max_parallel_workers_per_gather = 0" \
+        "jit = off" "max_wal_size = '4GB'" "synchronous_commit = off" "shared_preload_libraries = 'opsmeter'" \
+        "listen_addresses = '127.0.0.1'"
+    SOCK="$("$ROOT/scripts/cluster.sh" sockdir .bench)"
+    PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$BENCH_PORT" -U postgres)
+}
+
 bench_setup() {
     "$ROOT/scripts/deps.sh"
     "$ROOT/scripts/cluster.sh" stop .bench >/dev/null
@@ -13,14 +26,7 @@ bench_setup() {
         say "building and installing opsmeter (release)"
         install_extension bench-install.log --release
     fi
-    # opsmeter is preloaded into the postmaster, so every session runs the build installed just
-    # now even if another cargo pgrx install (which replaces the file) runs during the benchmark.
-    "$ROOT/scripts/cluster.sh" start .bench "$BENCH_PORT" \
-        "shared_buffers = '2GB'" "work_mem = '256MB'" "max_parallel_workers_per_gather = 0" \
-        "jit = off" "max_wal_size = '4GB'" "synchronous_commit = off" "shared_preload_libraries = 'opsmeter'" \
-        "listen_addresses = '127.0.0.1'"
-    SOCK="$("$ROOT/scripts/cluster.sh" sockdir .bench)"
-    PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$BENCH_PORT" -U postgres)
+    bench_start
     "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_bench" \
         -c "CREATE DATABASE opsmeter_bench"
     "${PSQL[@]}" -d opsmeter_bench -c "CREATE EXTENSION opsmeter" -c "CREATE EXTENSION tdigest"

@@ -8,12 +8,7 @@
 #   bash bench/pair_ab.sh            (RUNS=9 rounds; SETUP='SET max_parallel_workers_per_gather = 2;')
 # Prints both medians and minimums, the ratio of the medians and each round's ratio.
 source "$(dirname "$0")/common.sh"
-"$ROOT/scripts/cluster.sh" start .bench "$BENCH_PORT" \
-    "shared_buffers = '2GB'" "work_mem = '256MB'" "max_parallel_workers_per_gather = 0" \
-    "jit = off" "max_wal_size = '4GB'" "synchronous_commit = off" "shared_preload_libraries = 'opsmeter'" \
-    "listen_addresses = '127.0.0.1'" >/dev/null
-SOCK="$("$ROOT/scripts/cluster.sh" sockdir .bench)"
-PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$BENCH_PORT" -U postgres)
+bench_start >/dev/null
 TIMES="$(mktemp)"
 trap 'rm -f "$TIMES"' EXIT
 W="'2026-11-21 00:00+00', '2026-11-22 00:00+00'"
