@@ -10,6 +10,8 @@
 #    clients x batches x 100 operations must be TRUSTLOGGED, none leased, none twice: checked.
 #    opsmeter runs over the socket and over TCP on fresh tables, and once more over the socket
 #    with the next million in the table of the first run (dead space reuse, autovacuum's cost).
+#    Bare statements making the same two row changes per operation, none of opsmeter's
+#    bookkeeping, run on the same table: what the bookkeeping costs.
 # 2. Claim latency with 0 and with BENCH_HISTORY completed operations in the table (one client,
 #    claim 100 + complete, 100 000 pending operations each time).
 # 3. Table and index sizes after BENCH_OPS operations were processed with autovacuum on, next to
@@ -64,6 +66,16 @@ EOF
     echo 'COMMIT;'
 } >"$WORK/seed.pgb"
 
+# Bare statements: the same two row changes per operation on the same table (lock and lease the
+# oldest 100 fresh rows in one statement; compare-and-set them to TRUSTLOGGED by id and token in
+# a second transaction), without opsmeter's bookkeeping (no walk start, no lease record, no
+# expired-lease or retry handling, no PL/pgSQL): what the bookkeeping costs, or saves (without
+# the walk start the claim passes the dead index entries of completed rows until VACUUM).
+cat >"$WORK/bare.pgb" <<'EOF2'
+WITH fresh AS (SELECT o.ctid AS tid FROM opsmeter.operations o WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.available_at = '-infinity' AND o.lease_token IS NULL ORDER BY o.available_at, o."timestamp" LIMIT 100 FOR UPDATE SKIP LOCKED), leased AS (UPDATE opsmeter.operations o SET lease_token = '00000000-0000-4000-8000-000000000001', lease_expires_at = now() + interval '5 minutes' WHERE o.ctid = ANY (ARRAY(SELECT f.tid FROM fresh f)) RETURNING o.op_id, o.lease_token) SELECT coalesce(array_agg(op_id)::text, '{}') AS ids, coalesce(min(lease_token::text), '00000000-0000-0000-0000-000000000000') AS tok FROM leased \gset
+UPDATE opsmeter.operations SET trustlog_status = 'TRUSTLOGGED', lease_token = NULL, lease_expires_at = NULL, available_at = NULL WHERE op_id = ANY (:ids::text[]) AND trustlog_status = 'NOT_TRUSTLOGGED' AND lease_token = :tok::uuid;
+EOF2
+
 # run_pgbench sock|tcp SCRIPT OPS: CLIENTS clients, OPS / 100 / CLIENTS batches each; prints "OPS_PER_S"
 run_pgbench() {
     local via=$1 script=$2 ops=$3 out="$WORK/$(basename "$2" .pgb)-$1.out" cmd
@@ -85,14 +97,18 @@ exactly_once() {
     echo "$done"
 }
 
+# fresh_operations: opsmeter.operations emptied and loaded with BENCH_OPS fresh operations
+fresh_operations() {
+    q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
+    load_ops opsmeter.operations "$BENCH_OPS"
+    q "VACUUM ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
+}
+
 say "throughput: $CLIENTS clients, opsmeter over $BENCH_OPS operations"
-q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
-load_ops opsmeter.operations "$BENCH_OPS"
-q "VACUUM ANALYZE opsmeter.operations" >/dev/null
+fresh_operations
 fresh_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
                       || pg_size_pretty(pg_relation_size('opsmeter.operations_pkey')) || ' primary key, '
                       || pg_size_pretty(pg_relation_size('opsmeter.operations_claim')) || ' claim index'")
-q "CHECKPOINT" >/dev/null
 t0=$(date +%s.%N)
 ops_rate=$(run_pgbench sock "$WORK/opsmeter.pgb" "$BENCH_OPS")
 t1=$(date +%s.%N)
@@ -129,11 +145,14 @@ second_sizes=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations'))
                     FROM pg_stat_user_tables WHERE relid = 'opsmeter.operations'::regclass")
 
 say "throughput: $CLIENTS clients, opsmeter over $BENCH_OPS operations over TCP, fresh table"
-q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
-load_ops opsmeter.operations "$BENCH_OPS"
-q "VACUUM ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
+fresh_operations
 ops_rate_tcp=$(run_pgbench tcp "$WORK/opsmeter.pgb" "$BENCH_OPS")
 done_tcp=$(exactly_once "$BENCH_OPS" "TCP run")
+
+say "throughput: $CLIENTS clients, bare statements over $BENCH_OPS operations (socket), fresh table"
+fresh_operations
+bare_rate=$(run_pgbench sock "$WORK/bare.pgb" "$BENCH_OPS")
+done_bare=$(exactly_once "$BENCH_OPS" "bare statements")
 
 say "throughput: $CLIENTS clients, the seed's pattern over $BENCH_SEED_OPS operations (socket, then TCP)"
 load_ops bench.seed_ops "$BENCH_SEED_OPS"
@@ -185,13 +204,16 @@ cat >bench/results/queue.md <<EOF
 | **opsmeter**: \`ops_op_claim(100)\`, then \`ops_op_complete(ids, token)\` in a second transaction | $BENCH_OPS each | **$ops_rate** | **$ops_rate_tcp** |
 | seed's pattern: one transaction of \`SELECT … FOR UPDATE SKIP LOCKED LIMIT 100\` + 100 compare-and-set \`UPDATE\`s, on a seed-shaped table | $BENCH_SEED_OPS each | $seed_rate | $seed_rate_tcp |
 | opsmeter ÷ seed | | **${ratio_seed}×** | **${ratio_seed_tcp}×** |
+| bare statements: opsmeter's two row changes per operation without its bookkeeping (see the script) | $BENCH_OPS | $bare_rate | |
+| opsmeter ÷ bare statements | | $(ratio "$ops_rate" "$bare_rate")× | |
 | opsmeter, the next $BENCH_OPS in the same table after the socket run and its autovacuum ($av_used autovacuum runs of the table during it) | $BENCH_OPS | $ops_rate_used | |
 
 Every run starts on a freshly loaded, vacuumed table but the third opsmeter row, which processes
 the second million in the table of the first (so it also shows the dead space being reused, and
 what autovacuum of the bigger table costs the workers on 2 cores). Exactly once, checked after
 the runs: opsmeter $ops_check; after the second million $done_ops TRUSTLOGGED, 0 leased; over
-TCP $done_tcp of $BENCH_OPS TRUSTLOGGED, 0 leased; seed pattern $seed_done and $seed_done_tcp of
+TCP $done_tcp of $BENCH_OPS TRUSTLOGGED, 0 leased; bare statements $done_bare of $BENCH_OPS
+TRUSTLOGGED, 0 leased; seed pattern $seed_done and $seed_done_tcp of
 $BENCH_SEED_OPS TRUSTLOGGED.
 
 ## Claim latency as history grows (one client, 100 000 pending operations, 500 batches)
