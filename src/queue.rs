@@ -182,9 +182,13 @@ RETURNS TABLE (
     lease_expires_at timestamptz)
 LANGUAGE plpgsql VOLATILE STRICT
 -- generic plans: the statements below have one good plan whatever the arguments, and custom
--- plans would be planned again on every call
+-- plans would be planned again on every call. A session keeps its generic plans, so one planned
+-- while opsmeter.leases or opsmeter.retries was nearly empty would scan them whole for the
+-- session's life as they fill (a lease row per claim until autovacuum comes by): index plans only
+-- (enable_seqscan = off still scans queue_bound, which has no index).
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -307,8 +311,10 @@ $fn$;
 CREATE FUNCTION ops_op_completed(op_ids text[], lease_token uuid DEFAULT NULL)
 RETURNS SETOF text
 LANGUAGE plpgsql VOLATILE
+-- generic plans, index plans only: as in ops_op_claim
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $fn$
 DECLARE
     done text[];

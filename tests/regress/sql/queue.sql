@@ -192,4 +192,20 @@ SELECT count(*) FILTER (WHERE o.trustlog_status = 'TRUSTLOGGED') AS done,
   LEFT JOIN opsmeter.retries r ON r.op_id = o.op_id
   LEFT JOIN regress.handled h ON h.op_id = o.op_id
  WHERE o.op_id LIKE 'w-%';
+
+-- 10. A claim and a completion read opsmeter.leases and opsmeter.retries through their indexes,
+-- even with the generic plans this session made when both were nearly empty (0.12.0): no
+-- sequential scan of either, nor of the operations, in the transaction's own statistics (the
+-- session's earlier counts are flushed first: pg_stat_xact_* shows what is not flushed yet)
+SELECT ops_op_save_batch((SELECT jsonb_agg(jsonb_build_object('op_id', 'ix-' || i, 'timestamp', '2026-10-02T00:00:00Z'))
+         FROM generate_series(1, 5) i));
+SELECT FROM pg_stat_force_next_flush();
+BEGIN;
+CREATE TEMP TABLE c10 AS SELECT * FROM ops_op_claim(5, '1 minute');
+SELECT ops_op_complete((SELECT array_agg(op_id) FROM c10), (SELECT lease_token FROM c10 LIMIT 1)) AS completed;
+SELECT relname, seq_scan, idx_scan > 0 AS used_an_index
+  FROM pg_stat_xact_user_tables
+ WHERE schemaname = 'opsmeter' AND relname IN ('leases', 'retries', 'operations')
+ ORDER BY relname;
+COMMIT;
 RESET client_min_messages;
