@@ -11,7 +11,9 @@
 #    opsmeter runs over the socket and over TCP on fresh tables, and once more over the socket
 #    with the next million in the table of the first run (dead space reuse, autovacuum's cost).
 #    Bare statements making the same two row changes per operation, none of opsmeter's
-#    bookkeeping, run on the same table: what the bookkeeping costs.
+#    bookkeeping, run on the same table: what the bookkeeping costs. And a prototype of a claim
+#    that writes no operation row (bench.proto_*): what a design with leases kept off the rows
+#    could reach (issue: >= 3x the seed; it is not opsmeter's design, see the script).
 # 2. Claim latency with 0 and with BENCH_HISTORY completed operations in the table (one client,
 #    claim 100 + complete, 100 000 pending operations each time).
 # 3. Table and index sizes after BENCH_OPS operations were processed with autovacuum on, next to
@@ -75,6 +77,25 @@ cat >"$WORK/bare.pgb" <<'EOF2'
 WITH fresh AS (SELECT o.ctid AS tid FROM opsmeter.operations o WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.available_at = '-infinity' AND o.lease_token IS NULL ORDER BY o.available_at, o."timestamp" LIMIT 100 FOR UPDATE SKIP LOCKED), leased AS (UPDATE opsmeter.operations o SET lease_token = '00000000-0000-4000-8000-000000000001', lease_expires_at = now() + interval '5 minutes' WHERE o.ctid = ANY (ARRAY(SELECT f.tid FROM fresh f)) RETURNING o.op_id, o.lease_token) SELECT coalesce(array_agg(op_id)::text, '{}') AS ids, coalesce(min(lease_token::text), '00000000-0000-0000-0000-000000000000') AS tok FROM leased \gset
 UPDATE opsmeter.operations SET trustlog_status = 'TRUSTLOGGED', lease_token = NULL, lease_expires_at = NULL, available_at = NULL WHERE op_id = ANY (:ids::text[]) AND trustlog_status = 'NOT_TRUSTLOGGED' AND lease_token = :tok::uuid;
 EOF2
+
+# A claim that writes no operation row, as a bound for such a design (not opsmeter's; what it
+# leaves out: late inserts behind the walk start, retries, expired leases, failures, and claims
+# inside long transactions, which would hold every other claimer up): claimers queue on the
+# one-row walk start (FOR UPDATE, held to commit), read the next 100 fresh rows after it, move
+# it past them and record the lease in a lease row only; the completion deletes that lease row
+# and compare-and-sets the rows it listed. Timestamps are distinct in this data, so the walk
+# start is a timestamp.
+q "DROP TABLE IF EXISTS bench.proto_ops, bench.proto_bound, bench.proto_leases;
+   CREATE TABLE bench.proto_ops (LIKE opsmeter.operations INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+       WITH (fillfactor = 50);
+   ALTER TABLE bench.proto_ops ADD PRIMARY KEY (op_id);
+   CREATE INDEX ON bench.proto_ops (\"timestamp\") WHERE trustlog_status = 'NOT_TRUSTLOGGED';
+   CREATE TABLE bench.proto_bound (claim_from timestamptz NOT NULL);
+   CREATE TABLE bench.proto_leases (token uuid PRIMARY KEY, expires_at timestamptz NOT NULL, ids text[] NOT NULL);" >/dev/null
+cat >"$WORK/proto.pgb" <<'EOF3'
+WITH b AS (SELECT claim_from FROM bench.proto_bound FOR UPDATE), picked AS (SELECT o.op_id, o."timestamp" FROM bench.proto_ops o WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o."timestamp" > (SELECT claim_from FROM b) ORDER BY o."timestamp" LIMIT 100), moved AS (UPDATE bench.proto_bound SET claim_from = (SELECT max(p."timestamp") FROM picked p) WHERE EXISTS (SELECT 1 FROM picked)), leased AS (INSERT INTO bench.proto_leases SELECT gen_random_uuid(), now() + interval '5 minutes', array_agg(p.op_id) FROM picked p HAVING count(*) > 0 RETURNING token, ids) SELECT coalesce((SELECT ids::text FROM leased), '{}') AS ids, coalesce((SELECT token::text FROM leased), '00000000-0000-0000-0000-000000000000') AS tok \gset
+WITH l AS (DELETE FROM bench.proto_leases WHERE token = :tok::uuid RETURNING ids) UPDATE bench.proto_ops o SET trustlog_status = 'TRUSTLOGGED' WHERE o.op_id = ANY (ARRAY(SELECT unnest(l.ids) FROM l)) AND o.trustlog_status = 'NOT_TRUSTLOGGED';
+EOF3
 
 # run_pgbench sock|tcp SCRIPT OPS: CLIENTS clients, OPS / 100 / CLIENTS batches each; prints "OPS_PER_S"
 run_pgbench() {
@@ -154,6 +175,18 @@ fresh_operations
 bare_rate=$(run_pgbench sock "$WORK/bare.pgb" "$BENCH_OPS")
 done_bare=$(exactly_once "$BENCH_OPS" "bare statements")
 
+say "throughput: $CLIENTS clients, a claim that writes no operation row (prototype) over $BENCH_OPS operations (socket), fresh table"
+q "TRUNCATE bench.proto_ops, bench.proto_bound, bench.proto_leases;
+   INSERT INTO bench.proto_bound VALUES ('-infinity')" >/dev/null
+load_ops bench.proto_ops "$BENCH_OPS"
+q "VACUUM ANALYZE bench.proto_ops" >/dev/null; q "CHECKPOINT" >/dev/null
+proto_rate=$(run_pgbench sock "$WORK/proto.pgb" "$BENCH_OPS")
+proto_done=$(q "SELECT count(*) FROM bench.proto_ops WHERE trustlog_status = 'TRUSTLOGGED'")
+proto_left=$(q "SELECT count(*) FROM bench.proto_leases")
+[ "$proto_done" = "$BENCH_OPS" ] && [ "$proto_left" = 0 ] \
+    || die "prototype: $proto_done of $BENCH_OPS TRUSTLOGGED, $proto_left lease rows left"
+q "TRUNCATE bench.proto_ops, bench.proto_leases" >/dev/null
+
 say "throughput: $CLIENTS clients, the seed's pattern over $BENCH_SEED_OPS operations (socket, then TCP)"
 load_ops bench.seed_ops "$BENCH_SEED_OPS"
 q "VACUUM ANALYZE bench.seed_ops" >/dev/null; q "CHECKPOINT" >/dev/null
@@ -206,6 +239,8 @@ cat >bench/results/queue.md <<EOF
 | opsmeter ÷ seed | | **${ratio_seed}×** | **${ratio_seed_tcp}×** |
 | bare statements: opsmeter's two row changes per operation without its bookkeeping (see the script) | $BENCH_OPS | $bare_rate | |
 | opsmeter ÷ bare statements | | $(ratio "$ops_rate" "$bare_rate")× | |
+| prototype of a claim that writes no operation row (not opsmeter's design; see the script) | $BENCH_OPS | $proto_rate | |
+| prototype ÷ seed | | $(ratio "$proto_rate" "$seed_rate")× | |
 | opsmeter, the next $BENCH_OPS in the same table after the socket run and its autovacuum ($av_used autovacuum runs of the table during it) | $BENCH_OPS | $ops_rate_used | |
 
 Every run starts on a freshly loaded, vacuumed table but the third opsmeter row, which processes
@@ -213,7 +248,7 @@ the second million in the table of the first (so it also shows the dead space be
 what autovacuum of the bigger table costs the workers on 2 cores). Exactly once, checked after
 the runs: opsmeter $ops_check; after the second million $done_ops TRUSTLOGGED, 0 leased; over
 TCP $done_tcp of $BENCH_OPS TRUSTLOGGED, 0 leased; bare statements $done_bare of $BENCH_OPS
-TRUSTLOGGED, 0 leased; seed pattern $seed_done and $seed_done_tcp of
+TRUSTLOGGED, 0 leased; prototype $proto_done of $BENCH_OPS TRUSTLOGGED, 0 lease rows left; seed pattern $seed_done and $seed_done_tcp of
 $BENCH_SEED_OPS TRUSTLOGGED.
 
 ## Claim latency as history grows (one client, 100 000 pending operations, 500 batches)
