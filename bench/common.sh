@@ -25,6 +25,12 @@ bench_setup() {
     if [ "${BENCH_SKIP_INSTALL:-0}" != 1 ]; then
         say "building and installing opsmeter (release)"
         install_extension bench-install.log --release
+    else
+        # `make test` installs a debug build (about 10x slower per sketch row): refuse to
+        # benchmark anything but this tree's last release build
+        local built="${CARGO_TARGET_DIR:-$ROOT/target}/release/libopsmeter.so"
+        cmp -s "$built" "$("$PG_CONFIG" --pkglibdir)/opsmeter.so" \
+            || die "BENCH_SKIP_INSTALL=1, but the installed opsmeter.so is not $built (make test installs a debug build): run without BENCH_SKIP_INSTALL"
     fi
     bench_start
     "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS opsmeter_bench" \
