@@ -48,6 +48,13 @@ load_ops() {
          FROM generate_series($from, $from + $n - 1) i" >/dev/null
 }
 
+# load_vacuumed TABLE N [FROM]: load_ops, then VACUUM ANALYZE and a checkpoint, so every timed run
+# starts on a vacuumed table with no dirty pages
+load_vacuumed() {
+    load_ops "$@"
+    q "VACUUM ANALYZE $1" >/dev/null; q "CHECKPOINT" >/dev/null
+}
+
 # the seed's table in our own words: its columns, a primary key, an index for its claim query
 q "CREATE SCHEMA IF NOT EXISTS bench;
    DROP TABLE IF EXISTS bench.seed_ops;
@@ -121,8 +128,7 @@ exactly_once() {
 # fresh_operations: opsmeter.operations emptied and loaded with BENCH_OPS fresh operations
 fresh_operations() {
     q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
-    load_ops opsmeter.operations "$BENCH_OPS"
-    q "VACUUM ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
+    load_vacuumed opsmeter.operations "$BENCH_OPS"
 }
 
 say "throughput: $CLIENTS clients, opsmeter over $BENCH_OPS operations"
@@ -178,8 +184,7 @@ done_bare=$(exactly_once "$BENCH_OPS" "bare statements")
 say "throughput: $CLIENTS clients, a claim that writes no operation row (prototype) over $BENCH_OPS operations (socket), fresh table"
 q "TRUNCATE bench.proto_ops, bench.proto_bound, bench.proto_leases;
    INSERT INTO bench.proto_bound VALUES ('-infinity')" >/dev/null
-load_ops bench.proto_ops "$BENCH_OPS"
-q "VACUUM ANALYZE bench.proto_ops" >/dev/null; q "CHECKPOINT" >/dev/null
+load_vacuumed bench.proto_ops "$BENCH_OPS"
 proto_rate=$(run_pgbench sock "$WORK/proto.pgb" "$BENCH_OPS")
 proto_done=$(q "SELECT count(*) FROM bench.proto_ops WHERE trustlog_status = 'TRUSTLOGGED'")
 proto_left=$(q "SELECT count(*) FROM bench.proto_leases")
@@ -188,14 +193,12 @@ proto_left=$(q "SELECT count(*) FROM bench.proto_leases")
 q "TRUNCATE bench.proto_ops, bench.proto_leases" >/dev/null
 
 say "throughput: $CLIENTS clients, the seed's pattern over $BENCH_SEED_OPS operations (socket, then TCP)"
-load_ops bench.seed_ops "$BENCH_SEED_OPS"
-q "VACUUM ANALYZE bench.seed_ops" >/dev/null; q "CHECKPOINT" >/dev/null
+load_vacuumed bench.seed_ops "$BENCH_SEED_OPS"
 seed_rate=$(run_pgbench sock "$WORK/seed.pgb" "$BENCH_SEED_OPS")
 seed_done=$(q "SELECT count(*) FROM bench.seed_ops WHERE trustlog_status = 'TRUSTLOGGED'")
 [ "$seed_done" = "$BENCH_SEED_OPS" ] || die "seed pattern: $seed_done of $BENCH_SEED_OPS TRUSTLOGGED"
 q "TRUNCATE bench.seed_ops" >/dev/null
-load_ops bench.seed_ops "$BENCH_SEED_OPS"
-q "VACUUM ANALYZE bench.seed_ops" >/dev/null; q "CHECKPOINT" >/dev/null
+load_vacuumed bench.seed_ops "$BENCH_SEED_OPS"
 seed_rate_tcp=$(run_pgbench tcp "$WORK/seed.pgb" "$BENCH_SEED_OPS")
 seed_done_tcp=$(q "SELECT count(*) FROM bench.seed_ops WHERE trustlog_status = 'TRUSTLOGGED'")
 [ "$seed_done_tcp" = "$BENCH_SEED_OPS" ] || die "seed pattern over TCP: $seed_done_tcp of $BENCH_SEED_OPS TRUSTLOGGED"
@@ -208,8 +211,7 @@ latency() {
         load_ops opsmeter.operations "$history" 1
         q "UPDATE opsmeter.operations SET trustlog_status = 'TRUSTLOGGED', available_at = NULL" >/dev/null
     fi
-    load_ops opsmeter.operations 100000 $((history + 1))
-    q "VACUUM ANALYZE opsmeter.operations" >/dev/null; q "CHECKPOINT" >/dev/null
+    load_vacuumed opsmeter.operations 100000 $((history + 1))
     "${PGBENCH_SOCK[@]}" -c 1 -t 500 -r -f "$WORK/opsmeter.pgb" "$DB" >"$out" 2>&1 || { tail -5 "$out"; die "latency run failed"; }
     # per-statement average latencies (ms), in script order: claim, complete
     awk '/^statement latencies/ {on = 1; next} on && NF > 2 {v[++n] = $1} END {print v[1], v[2]}' "$out"
