@@ -30,6 +30,7 @@
 //!    ([`Sketch::to_text`]).
 #![allow(clippy::needless_range_loop)]
 
+use std::sync::OnceLock;
 use thiserror::Error;
 
 /// Version byte of the compact encoding (first byte of [`Sketch::encode`]).
@@ -287,6 +288,223 @@ fn batch_indices(vals: &[f64], inv_ln_gamma: f64) -> [i32; BUF_CAP] {
             0
         } else {
             index_of_exact(vals[i].abs(), inv_ln_gamma)
+        };
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Bucket index by table lookup
+// ---------------------------------------------------------------------------
+
+/// One row of a binade's index table: the magnitudes whose bits fall in one 2^-row_bits slice
+/// of the binade's mantissas. A magnitude with bits below `lo` has index `idx`, one at or above
+/// `hi` has `idx + 1`; one in between (near the row's bucket boundary) is not decided here.
+/// A row without a boundary has `lo = hi = u64::MAX`; a row the table cannot decide has `lo` at
+/// the row's first bits and `hi = u64::MAX`, so none of its magnitudes is decided.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct IndexRow {
+    lo: u64,
+    hi: u64,
+    idx: i32,
+}
+
+impl IndexRow {
+    /// `(index, decided)` for a magnitude of this row with these bits.
+    #[inline(always)]
+    fn lookup(self, bits: u64) -> (i32, bool) {
+        let up = bits >= self.hi;
+        (self.idx + up as i32, bits < self.lo || up)
+    }
+}
+
+/// Ulps on each side of a row's boundary that the table leaves undecided: at least 2^-25 of the
+/// magnitude, which is at least 1.4e-7 in index units for every alpha (ln γ <= 0.21), far above
+/// the 2e-9 by which `ln(mag) * inv` as computed can differ from the exact value (an ulp of
+/// libm's ln, |ln| <= 745, times inv <= 5000, plus the product's rounding).
+const ROW_GUARD_ULPS: u64 = 1 << 28;
+/// At most 2^10 rows per binade; a smaller alpha (below about 0.00054) has no table.
+const MAX_ROW_BITS: u32 = 10;
+
+/// The index of every normal magnitude, for one alpha, as a table per binade (built when a
+/// magnitude of that binade first needs it) that decides almost every magnitude by two integer
+/// comparisons, exactly as [`index_of_exact`] would: a row is built from `index_of_exact` at its
+/// two ends and at its boundary (found by bisection), and a row whose ends are not clearly
+/// inside their buckets, or which holds more than one boundary, decides nothing.
+///
+/// Why a decided magnitude gets the definition's index: with g(x) = ln(x) / ln γ (exact) and
+/// c(x) = `ln(x) * inv` as computed, |c - g| < 2e-9. A row's first magnitude S has
+/// c(S) - (k - 1) >= [`INDEX_MARGIN`] and its last E has k' - c(E) >= INDEX_MARGIN (k, k' their
+/// indices), so every x of the row has k - 1 < c(x) and c(x) <= k' (g is increasing): its index
+/// is k or k'. When k = k' that decides it. When k' = k + 1, the bisection ends at B with
+/// c(B - 1 ulp) <= k < c(B), so g(B) is within 2e-9 of k, and an x at least [`ROW_GUARD_ULPS`]
+/// below B has g(x) < k - 1.3e-7, so c(x) <= k; one at least that far above B has c(x) > k.
+///
+/// The tables are process-wide statics (a backend is one thread; tests run several), filled
+/// once each: a slot per alpha in use, at most [`MAX_INDEX_TABLES`] alphas (the others use
+/// [`batch_indices`]). A binade's rows take 24 * 2^row_bits bytes (3 KiB at the default alpha),
+/// and only the binades values fall in are built.
+struct IndexTable {
+    /// `(1 / ln γ as bits, row bits)`; no row bits: this alpha's buckets are too narrow for a
+    /// table.
+    key: OnceLock<(u64, Option<u32>)>,
+    /// By biased exponent (1 ..= 2046 are built on demand; 0, the subnormals, never).
+    binades: [OnceLock<Box<[IndexRow]>>; 2047],
+}
+
+const MAX_INDEX_TABLES: usize = 4;
+
+static INDEX_TABLES: [IndexTable; MAX_INDEX_TABLES] = [const {
+    IndexTable {
+        key: OnceLock::new(),
+        binades: [const { OnceLock::new() }; 2047],
+    }
+}; MAX_INDEX_TABLES];
+
+/// Rows per binade (as bits) for an alpha: a row spans at most 2^-row_bits * inv index units;
+/// kept below 0.9 so that it holds at most one boundary, with room for the margins.
+fn row_bits_for(inv_ln_gamma: f64) -> Option<u32> {
+    (0..=MAX_ROW_BITS).find(|&b| inv_ln_gamma / (1u64 << b) as f64 <= 0.9)
+}
+
+impl IndexTable {
+    /// The table of this alpha, if it has one: the first slot is the default alpha's, the
+    /// others go to the first alphas that ask (for the life of the process).
+    fn of(inv_ln_gamma: f64) -> Option<(&'static IndexTable, u32)> {
+        let bits = inv_ln_gamma.to_bits();
+        let first = &INDEX_TABLES[0];
+        let &(b, rb) = first.key.get_or_init(|| {
+            let inv = Params::new(DEFAULT_ALPHA).map_or(0.0, |p| p.inv_ln_gamma);
+            (inv.to_bits(), row_bits_for(inv))
+        });
+        if b == bits {
+            return rb.map(|rb| (first, rb));
+        }
+        for t in &INDEX_TABLES[1..] {
+            let &(b, rb) = t.key.get_or_init(|| (bits, row_bits_for(inv_ln_gamma)));
+            if b == bits {
+                return rb.map(|rb| (t, rb));
+            }
+        }
+        None
+    }
+
+    /// A table outside the process-wide slots (tests check alphas that have none).
+    #[cfg(test)]
+    fn new_boxed(inv_ln_gamma: f64) -> (Box<IndexTable>, Option<u32>) {
+        let t = Box::new(IndexTable {
+            key: OnceLock::new(),
+            binades: [const { OnceLock::new() }; 2047],
+        });
+        let rb = row_bits_for(inv_ln_gamma);
+        t.key.set((inv_ln_gamma.to_bits(), rb)).unwrap();
+        (t, rb)
+    }
+
+    /// The rows of biased exponent `e` (1 ..= 2046), built if needed.
+    fn binade(&self, e: usize, row_bits: u32) -> &[IndexRow] {
+        let inv = f64::from_bits(self.key.get().map_or(0, |k| k.0));
+        self.binades[e].get_or_init(|| build_binade(e as u64, row_bits, inv))
+    }
+}
+
+/// The rows of the binade with biased exponent `e` (normal magnitudes 2^(e - 1023) ..).
+fn build_binade(e: u64, row_bits: u32, inv_ln_gamma: f64) -> Box<[IndexRow]> {
+    let shift = 52 - row_bits;
+    let c = |bits: u64| f64::from_bits(bits).ln() * inv_ln_gamma;
+    (0..1u64 << row_bits)
+        .map(|j| {
+            let start = (e << 52) | (j << shift);
+            let end = start + (1u64 << shift) - 1;
+            let undecided = IndexRow {
+                lo: start,
+                hi: u64::MAX,
+                idx: 0,
+            };
+            let (cs, ce) = (c(start), c(end));
+            let (ks, ke) = (ceil_i32(cs), ceil_i32(ce));
+            if cs - (ks as f64 - 1.0) < INDEX_MARGIN || ke as f64 - ce < INDEX_MARGIN {
+                return undecided;
+            }
+            if ke == ks {
+                return IndexRow {
+                    lo: u64::MAX,
+                    hi: u64::MAX,
+                    idx: ks,
+                };
+            }
+            if ke != ks.wrapping_add(1) {
+                return undecided;
+            }
+            // index(a) <= ks and index(b) > ks throughout
+            let (mut a, mut b) = (start, end);
+            while b - a > 1 {
+                let m = a + (b - a) / 2;
+                if ceil_i32(c(m)) <= ks {
+                    a = m;
+                } else {
+                    b = m;
+                }
+            }
+            IndexRow {
+                lo: b - ROW_GUARD_ULPS,
+                hi: b + ROW_GUARD_ULPS,
+                idx: ks,
+            }
+        })
+        .collect()
+}
+
+/// [`batch_indices`] of a full buffer by the alpha's [`IndexTable`]: the same indices (a lane
+/// the table does not decide, a zero or a subnormal gets [`index_of`]).
+#[inline(always)]
+fn batch_indices_tabled(vals: &[f64; BUF_CAP], inv_ln_gamma: f64) -> [i32; BUF_CAP] {
+    match IndexTable::of(inv_ln_gamma) {
+        Some((table, row_bits)) => table_indices(table, row_bits, vals, inv_ln_gamma),
+        None => batch_indices(vals, inv_ln_gamma),
+    }
+}
+
+#[inline(always)]
+fn table_indices(
+    table: &IndexTable,
+    row_bits: u32,
+    vals: &[f64; BUF_CAP],
+    inv_ln_gamma: f64,
+) -> [i32; BUF_CAP] {
+    let shift = 52 - row_bits;
+    let mask = (1usize << row_bits) - 1;
+    let mut out = [0i32; BUF_CAP];
+    let mut sure = [false; BUF_CAP];
+    for i in 0..BUF_CAP {
+        let bits = vals[i].abs().to_bits();
+        let e = (bits >> 52) as usize;
+        if let Some(rows) = table.binades.get(e).and_then(OnceLock::get) {
+            if let Some(&row) = rows.get((bits >> shift) as usize & mask) {
+                (out[i], sure[i]) = row.lookup(bits);
+            }
+        }
+    }
+    if sure.iter().all(|&s| s) {
+        return out;
+    }
+    for i in 0..BUF_CAP {
+        if sure[i] {
+            continue;
+        }
+        let mag = vals[i].abs();
+        let bits = mag.to_bits();
+        let e = (bits >> 52) as usize;
+        out[i] = if mag == 0.0 {
+            0
+        } else if (1..=2046).contains(&e) {
+            let row = table.binade(e, row_bits)[(bits >> shift) as usize & mask];
+            match row.lookup(bits) {
+                (k, true) => k,
+                _ => index_of(mag, inv_ln_gamma),
+            }
+        } else {
+            index_of(mag, inv_ln_gamma)
         };
     }
     out
@@ -1593,10 +1811,10 @@ fn width_for(v: u64) -> u8 {
 #[inline(always)]
 fn rd_cnt(b: &[u8], off: usize, width: usize) -> u64 {
     match width {
-        1 => b[off] as u64,
-        2 => u16::from_ne_bytes([b[off], b[off + 1]]) as u64,
-        4 => rd_u32(b, off) as u64,
-        _ => rd_u64(b, off),
+        1 => rd_cnt_w::<1>(b, off),
+        2 => rd_cnt_w::<2>(b, off),
+        4 => rd_cnt_w::<4>(b, off),
+        _ => rd_cnt_w::<8>(b, off),
     }
 }
 
@@ -1604,10 +1822,10 @@ fn rd_cnt(b: &[u8], off: usize, width: usize) -> u64 {
 #[inline(always)]
 fn wr_cnt(b: &mut [u8], off: usize, width: usize, v: u64) {
     match width {
-        1 => b[off] = v as u8,
-        2 => b[off..off + 2].copy_from_slice(&(v as u16).to_ne_bytes()),
-        4 => wr_u32(b, off, v as u32),
-        _ => wr_u64(b, off, v),
+        1 => wr_cnt_w::<1>(b, off, v),
+        2 => wr_cnt_w::<2>(b, off, v),
+        4 => wr_cnt_w::<4>(b, off, v),
+        _ => wr_cnt_w::<8>(b, off, v),
     }
 }
 
@@ -1832,6 +2050,8 @@ fn add_i128_to_limbs(hdr: &mut [u8], k: usize, v: i128) {
 
 /// Integral values with a magnitude below this go to the header's integer part.
 const INT_PART_LIMIT: u64 = 1 << 53;
+/// 2^52: the doubles from here to 2^53 are exactly the integers.
+const TWO_52: f64 = 4_503_599_627_370_496.0;
 
 /// Fast path. Ok(false): the value's bucket is outside its window (nothing written then).
 #[inline(always)]
@@ -1988,6 +2208,60 @@ pub fn working_flush(buf: &mut [u8]) -> Result<(), AddError> {
 /// Anything but `Batch::Done`: nothing was written.
 #[inline(always)]
 fn flush_batch(buf: &mut [u8]) -> Result<Batch, SketchError> {
+    if buf.len() < HEADER {
+        return corrupt("working buffer shorter than its header");
+    }
+    // one copy of the loop per counter width, so that a counter is one plain load and store
+    let w = width_of(&buf[..HEADER])?;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above)
+        return unsafe { flush_batch_avx2(buf, w) };
+    }
+    flush_batch_any(buf, w)
+}
+
+#[inline(always)]
+fn flush_batch_any(buf: &mut [u8], w: usize) -> Result<Batch, SketchError> {
+    match w {
+        1 => flush_batch_w::<1>(buf),
+        2 => flush_batch_w::<2>(buf),
+        4 => flush_batch_w::<4>(buf),
+        _ => flush_batch_w::<8>(buf),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn flush_batch_avx2(buf: &mut [u8], w: usize) -> Result<Batch, SketchError> {
+    flush_batch_any(buf, w)
+}
+
+/// Counter `off` of width `W` (a constant, so this is one load).
+#[inline(always)]
+fn rd_cnt_w<const W: usize>(b: &[u8], off: usize) -> u64 {
+    match W {
+        1 => b[off] as u64,
+        2 => u16::from_ne_bytes([b[off], b[off + 1]]) as u64,
+        4 => rd_u32(b, off) as u64,
+        _ => rd_u64(b, off),
+    }
+}
+
+/// Store counter `off` of width `W`.
+#[inline(always)]
+fn wr_cnt_w<const W: usize>(b: &mut [u8], off: usize, v: u64) {
+    match W {
+        1 => b[off] = v as u8,
+        2 => b[off..off + 2].copy_from_slice(&(v as u16).to_ne_bytes()),
+        4 => wr_u32(b, off, v as u32),
+        _ => wr_u64(b, off, v),
+    }
+}
+
+/// [`flush_batch`] for counters of width `W` (the header's width).
+#[inline(always)]
+fn flush_batch_w<const W: usize>(buf: &mut [u8]) -> Result<Batch, SketchError> {
     let Some((hdr, data)) = buf.split_first_chunk_mut::<HEADER>() else {
         return corrupt("working buffer shorter than its header");
     };
@@ -1997,105 +2271,162 @@ fn flush_batch(buf: &mut [u8]) -> Result<Batch, SketchError> {
     let pos_len = rd_u32(hdr, H_POS_LEN) as i64;
     let neg_off = rd_i32(hdr, H_NEG_OFF) as i64;
     let neg_len = rd_u32(hdr, H_NEG_LEN) as i64;
-    let w = width_of(hdr)?;
-    if data.len() < w * (pos_len + neg_len) as usize {
+    let used = W * (pos_len + neg_len) as usize;
+    let Some(data) = data.get_mut(..used) else {
         return corrupt("working windows exceed buffer");
-    }
+    };
     let Some(count) = rd_u64(hdr, H_COUNT).checked_add(n as u64) else {
         return Ok(Batch::OneByOne);
     };
-    // pass 1: every value's counter (byte offset in `data`; usize::MAX for a zero)
-    let mut vals = [0f64; BUF_CAP];
-    for i in 0..n {
-        vals[i] = rd_f64(hdr, H_BUF + 8 * i);
+    if n == 0 {
+        return Ok(Batch::Done);
     }
-    let idx = batch_indices(&vals[..n], inv);
+    // The values, the unused slots repeating the first one, so that every loop below runs over
+    // all BUF_CAP lanes without a branch (the padded lanes change no minimum or maximum, and
+    // they are masked out of the counts and the sum).
+    let mut vals = [0f64; BUF_CAP];
+    for (i, v) in vals.iter_mut().enumerate() {
+        *v = rd_f64(hdr, H_BUF + 8 * if i < n { i } else { 0 });
+    }
+    // pass 1: every value's counter (byte offset in `data`; usize::MAX for a zero)
+    let idx = batch_indices_tabled(&vals, inv);
     let mut cells = [0usize; BUF_CAP];
     let mut inside = true;
-    for i in 0..n {
+    let mut zeros = 0u64;
+    for i in 0..BUF_CAP {
         let x = vals[i];
-        if x == 0.0 {
-            cells[i] = usize::MAX;
-            continue;
-        }
-        let (off, len, base) = if x > 0.0 {
-            (pos_off, pos_len, 0)
-        } else {
-            (neg_off, neg_len, pos_len)
-        };
+        let zero = x == 0.0;
+        let neg = x < 0.0;
+        let off = if neg { neg_off } else { pos_off };
+        let len = if neg { neg_len } else { pos_len };
+        let base = if neg { pos_len } else { 0 };
         let slot = idx[i] as i64 - off;
-        let ok = slot >= 0 && slot < len;
-        inside &= ok;
-        cells[i] = if ok { w * (base + slot) as usize } else { 0 };
+        // slot in 0..len (len < 2^32, so a negative slot is a huge u64)
+        let ok = (slot as u64) < len as u64;
+        inside &= ok | zero;
+        zeros += (zero & (i < n)) as u64;
+        // (a lane outside its window gets a meaningless offset, never used: the batch is refused)
+        cells[i] = if zero {
+            usize::MAX
+        } else {
+            W.wrapping_mul((base + slot) as usize)
+        };
     }
     if !inside {
         return Ok(Batch::OneByOne);
     }
-    // each counter can take all n values and stay within its width's limit
-    let limit = cnt_limit(w).saturating_sub(n as u64);
-    let mut room = true;
-    for i in 0..n {
-        if cells[i] != usize::MAX {
-            room &= rd_cnt(data, cells[i], w) <= limit;
+    // each counter can take all n values and stay within its width's limit. A counter is at
+    // most the count of values counted (8-byte counters, and any state whose count is below
+    // the width's limit, cannot pass it).
+    if W < 8 && count > cnt_limit(W) {
+        let limit = cnt_limit(W).saturating_sub(n as u64);
+        let mut room = true;
+        for &p in &cells[..n] {
+            if p != usize::MAX {
+                room &= rd_cnt_w::<W>(data, p) <= limit;
+            }
+        }
+        if !room {
+            return Ok(Batch::NearLimit);
         }
     }
-    if !room {
-        return Ok(Batch::NearLimit);
+    // pass 2: counters
+    for &p in &cells[..n] {
+        if p != usize::MAX {
+            let c = rd_cnt_w::<W>(data, p).wrapping_add(1);
+            wr_cnt_w::<W>(data, p, c);
+        }
     }
-    // pass 2: counters, min, max, sum
-    let mut zeros = 0u64;
+    // min and max (a zero counts as +0.0, whatever its sign: `x + 0.0` is +0.0 for both zeros
+    // and x for every other finite x), in four independent lanes rather than one chain of
+    // dependent comparisons
     let mut mn = rd_f64(hdr, H_MIN);
     let mut mx = rd_f64(hdr, H_MAX);
-    let mut int_sum = rd_i64(hdr, H_INT);
-    let mut limb_adds = 0u32;
-    // |m << (p % 32)| < 2^84, so BUF_CAP of them sum to less than 2^88: no i128 overflow
-    let mut frac_sum = 0i128;
-    let mut frac_k = usize::MAX;
-    for i in 0..n {
-        let x = vals[i];
-        let xv = if cells[i] == usize::MAX {
-            zeros += 1;
-            0.0
-        } else {
-            let p = cells[i];
-            let c = rd_cnt(data, p, w).wrapping_add(1);
-            wr_cnt(data, p, w, c);
-            x
-        };
-        if xv < mn {
-            mn = xv;
-        }
-        if xv > mx {
-            mx = xv;
-        }
-        let iv = x as i64;
-        if iv as f64 == x && iv.unsigned_abs() < INT_PART_LIMIT {
-            int_sum = match int_sum.checked_add(iv) {
-                Some(v) => v,
-                None => {
-                    wr_i64(hdr, H_INT, int_sum);
-                    fold_int_sum(hdr);
-                    iv
-                }
-            };
-        } else {
-            // fractional: the values whose limbs start at the same place as the batch's first
-            // one (all of them, for latencies within a factor of 2^32) are summed exactly in a
-            // 128-bit integer, added to the limbs once after the loop
-            let (m, p) = decompose(x);
-            let k = (p / 32) as usize;
-            if frac_k == usize::MAX {
-                frac_k = k;
+    {
+        let mut lo = [f64::INFINITY; 4];
+        let mut hi = [f64::NEG_INFINITY; 4];
+        for c in vals.chunks_exact(4) {
+            for j in 0..4 {
+                let xv = c[j] + 0.0;
+                lo[j] = if xv < lo[j] { xv } else { lo[j] };
+                hi[j] = if xv > hi[j] { xv } else { hi[j] };
             }
-            if k == frac_k {
-                let v = ((m as u128) << (p % 32)) as i128;
-                frac_sum += if x.is_sign_negative() { -v } else { v };
-            } else {
-                add_to_limbs(hdr, x);
-            }
-            limb_adds += 1;
+        }
+        for j in 0..4 {
+            mn = if lo[j] < mn { lo[j] } else { mn };
+            mx = if hi[j] > mx { hi[j] } else { mx };
         }
     }
+    // exact sum. Integral values below 2^53 are summed in an i64 (BUF_CAP of them sum to less
+    // than 2^57, no overflow check), added to the integer part once. Integrality without a
+    // conversion: for a = |x| < 2^52, t = a + 2^52 rounds a to an integer (the doubles from 2^52
+    // to 2^53 are the integers), so a is integral exactly when t - 2^52 == a, and then t's
+    // mantissa bits are a; from 2^52 to 2^53 every double is integral. Every lane is computed (the padded ones are masked out), so the
+    // loop has no branch.
+    let mut ints = 0i64;
+    let mut frac = [false; BUF_CAP];
+    let mut nfrac = 0u32;
+    for i in 0..BUF_CAP {
+        let x = vals[i];
+        let a = x.abs();
+        let t = a + TWO_52;
+        let big = a >= TWO_52;
+        let integral = a < INT_PART_LIMIT as f64 && (big || t - TWO_52 == a);
+        // from 2^52 to 2^53 a is its own mantissa with the implicit bit
+        let frac_bits = if big { a.to_bits() } else { t.to_bits() } & ((1u64 << 52) - 1);
+        let iv = (frac_bits | if big { 1u64 << 52 } else { 0 }) as i64;
+        let live = i < n;
+        let iv = if x < 0.0 { -iv } else { iv };
+        ints += if integral && live { iv } else { 0 };
+        frac[i] = !integral && live;
+        nfrac += frac[i] as u32;
+    }
+    // The others: those whose limbs start at the same place as the batch's first one (all of
+    // them, for latencies within a factor of 2^32) are summed exactly in integers and added to
+    // the limbs once; any other goes to the limbs alone. A value is m * 2^p units, which is
+    // (m << s) at limb k for k = p / 32, s = p % 32: with m = hi * 2^26 + lo (hi < 2^27,
+    // lo < 2^26), the lanes sum lo << s (< 2^57) and hi << s (< 2^58) in four u64 accumulators,
+    // by sign, which BUF_CAP values cannot overflow; no branch, so the loop is vectorised.
+    let mut frac_sum = 0i128;
+    let mut frac_k = usize::MAX;
+    if nfrac > 0 {
+        let first = (0..n).find(|&i| frac[i]).unwrap_or(0);
+        frac_k = (decompose(vals[first]).1 / 32) as usize;
+        let (mut pos_lo, mut pos_hi, mut neg_lo, mut neg_hi) = (0u64, 0u64, 0u64, 0u64);
+        let mut others = false;
+        for i in 0..BUF_CAP {
+            let x = vals[i];
+            let (m, p) = decompose(x);
+            let same = (p / 32) as usize == frac_k;
+            others |= frac[i] & !same;
+            let take = frac[i] & same;
+            let s = p % 32;
+            let lo = if take { (m & ((1 << 26) - 1)) << s } else { 0 };
+            let hi = if take { (m >> 26) << s } else { 0 };
+            let neg = x.is_sign_negative();
+            pos_lo += if neg { 0 } else { lo };
+            pos_hi += if neg { 0 } else { hi };
+            neg_lo += if neg { lo } else { 0 };
+            neg_hi += if neg { hi } else { 0 };
+        }
+        frac_sum = (((pos_hi as i128) << 26) + pos_lo as i128)
+            - (((neg_hi as i128) << 26) + neg_lo as i128);
+        if others {
+            for i in 0..n {
+                if frac[i] && (decompose(vals[i]).1 / 32) as usize != frac_k {
+                    add_to_limbs(hdr, vals[i]);
+                }
+            }
+        }
+    }
+    let limb_adds = nfrac;
+    let int_sum = match rd_i64(hdr, H_INT).checked_add(ints) {
+        Some(v) => v,
+        None => {
+            fold_int_sum(hdr);
+            ints
+        }
+    };
     if frac_sum != 0 {
         add_i128_to_limbs(hdr, frac_k, frac_sum);
     }
@@ -2737,21 +3068,25 @@ mod index_tests {
         assert_eq!(ln_approx(f64::from_bits(1)), None);
     }
 
+    /// Values a flush may see: any finite bits, latencies, integers, zero, a subnormal, the largest.
+    fn flush_value() -> BoxedStrategy<f64> {
+        prop_oneof![
+            (1u64..0x7fef_ffff_ffff_ffff).prop_map(f64::from_bits),
+            (-1e7f64..1e7),
+            (1u32..600_000).prop_map(|v| v as f64),
+            Just(0.0),
+            Just(f64::MIN_POSITIVE / 8.0),
+            Just(f64::MAX),
+        ]
+        .boxed()
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         /// The batched bucket computation of a flush equals `index_of` value by value.
         #[test]
         fn batch_indices_equal_index_of(
-            vals in prop::collection::vec(
-                prop_oneof![
-                    (1u64..0x7fef_ffff_ffff_ffff).prop_map(f64::from_bits),
-                    (-1e7f64..1e7),
-                    (1u32..600_000).prop_map(|v| v as f64),
-                    Just(0.0),
-                    Just(f64::MIN_POSITIVE / 8.0),
-                ],
-                0..=BUF_CAP,
-            ),
+            vals in prop::collection::vec(flush_value(), 0..=BUF_CAP),
             alpha in prop::sample::select(vec![1e-4, 0.005, 0.02, 0.1]),
         ) {
             let inv = inv_for(alpha);
@@ -2772,6 +3107,131 @@ mod index_tests {
             let inv = inv_for(alpha);
             prop_assert_eq!(index_of(x, inv), index_of_exact(x, inv));
         }
+    }
+
+    /// Magnitudes around bucket boundaries of `inv`: each boundary γ^k (as libm computes
+    /// it) moved by a signed number of ulps, so that the guard band's edges and the boundary
+    /// itself are hit.
+    fn near_boundaries(inv: f64, ks: &[(i32, i64)]) -> Vec<f64> {
+        ks.iter()
+            .map(|&(k, ulps)| {
+                let b = (k as f64 / inv).exp();
+                f64::from_bits(b.to_bits().saturating_add_signed(ulps))
+            })
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        /// The index table decides every magnitude as the definition does: random magnitudes,
+        /// and magnitudes within a few ulps, at the guard band's edges and inside it, of bucket
+        /// boundaries; every alpha (the small ones have no table and take `batch_indices`).
+        #[test]
+        fn table_indices_equal_the_definition(
+            vals in prop::collection::vec(flush_value(), BUF_CAP),
+            near in prop::collection::vec(
+                (
+                    -140_000i32..140_000,
+                    prop_oneof![
+                        -4i64..4,
+                        (ROW_GUARD_ULPS as i64 - 3)..(ROW_GUARD_ULPS as i64 + 3),
+                        (-(ROW_GUARD_ULPS as i64) - 3)..(-(ROW_GUARD_ULPS as i64) + 3),
+                        -(1i64 << 40)..(1i64 << 40),
+                    ],
+                ),
+                BUF_CAP,
+            ),
+            alpha in prop_oneof![
+                prop::sample::select(vec![1e-4, 0.0005, 0.0006, 0.001, 0.005, 0.02, 0.1]),
+                MIN_ALPHA..=MAX_ALPHA,
+            ],
+        ) {
+            let inv = inv_for(alpha);
+            let mut near = near_boundaries(inv, &near);
+            near.resize(BUF_CAP, 1.0);
+            let (table, row_bits) = IndexTable::new_boxed(inv);
+            for set in [vals, near] {
+                let v: [f64; BUF_CAP] = set.try_into().unwrap();
+                let got = match row_bits {
+                    Some(rb) => table_indices(&table, rb, &v, inv),
+                    None => batch_indices(&v, inv),
+                };
+                // and the process-wide tables, whichever this alpha gets
+                prop_assert_eq!(batch_indices_tabled(&v, inv), got);
+                for (i, &x) in v.iter().enumerate() {
+                    if x != 0.0 {
+                        prop_assert_eq!(got[i], index_of_exact(x.abs(), inv), "alpha {} x {:e}", alpha, x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every row of a binade's table, checked at its boundary and at the guard band's edges
+    /// against the definition, for binades of typical latencies.
+    #[test]
+    fn table_rows_match_the_definition() {
+        for alpha in [0.0006, 0.001, 0.005, 0.01, 0.1] {
+            let inv = inv_for(alpha);
+            let row_bits = row_bits_for(inv).expect("alpha has a table");
+            for e in [1023u64 - 30, 1023 - 1, 1023, 1023 + 9, 1023 + 19, 2046] {
+                let rows = build_binade(e, row_bits, inv);
+                let (mut boundaries, mut undecided) = (0, 0);
+                for (j, row) in rows.iter().enumerate() {
+                    let start = (e << 52) | ((j as u64) << (52 - row_bits));
+                    let end = start + (1u64 << (52 - row_bits)) - 1;
+                    let exact = |b: u64| index_of_exact(f64::from_bits(b), inv);
+                    if row.hi == u64::MAX && row.lo != u64::MAX {
+                        undecided += 1;
+                        continue;
+                    }
+                    for b in [start, end, start + 1, end - 1, (start + end) / 2] {
+                        match row.lookup(b) {
+                            (k, true) => assert_eq!(k, exact(b), "alpha {alpha} e {e} row {j}"),
+                            (_, false) => assert!(b >= row.lo && b < row.hi),
+                        }
+                    }
+                    if row.lo != u64::MAX {
+                        boundaries += 1;
+                        let bnd = row.lo + ROW_GUARD_ULPS;
+                        assert_eq!(exact(bnd - 1), row.idx);
+                        assert_eq!(exact(bnd), row.idx + 1);
+                        for b in [row.lo - 1, row.hi, row.hi + 1] {
+                            if (start..=end).contains(&b) {
+                                assert_eq!(row.lookup(b), (exact(b), true));
+                            }
+                        }
+                    }
+                }
+                // the table decides: almost every row is decided (a row that ends just below
+                // 1.0, itself a bucket edge, is not)
+                assert!(
+                    undecided <= 1.max(rows.len() / 50),
+                    "alpha {alpha} e {e}: {undecided} of {} undecided",
+                    rows.len()
+                );
+                assert!(boundaries > 0, "alpha {alpha} e {e}");
+            }
+        }
+        // too narrow for a table: the smallest alphas
+        assert_eq!(row_bits_for(inv_for(MIN_ALPHA)), None);
+    }
+
+    #[test]
+    fn table_decides_almost_all_values() {
+        // Guards the speed claim: the table leaves few values to `index_of`.
+        let inv = inv_for(DEFAULT_ALPHA);
+        let (table, row_bits) = IndexTable::of(inv).unwrap();
+        let (mut undecided, n) = (0, 200_000);
+        for k in 0..n {
+            let x = 1.0 + k as f64 * 2.9917;
+            let bits = x.to_bits();
+            let rows = table.binade((bits >> 52) as usize, row_bits);
+            let row = rows[(bits >> (52 - row_bits)) as usize & ((1 << row_bits) - 1)];
+            undecided += !row.lookup(bits).1 as u32;
+        }
+        assert!(undecided < 20, "{undecided} of {n} values undecided");
     }
 }
 
