@@ -2361,8 +2361,8 @@ fn flush_batch_w<const W: usize>(buf: &mut [u8]) -> Result<Batch, SketchError> {
     // than 2^57, no overflow check), added to the integer part once. Integrality without a
     // conversion: for a = |x| < 2^52, t = a + 2^52 rounds a to an integer (the doubles from 2^52
     // to 2^53 are the integers), so a is integral exactly when t - 2^52 == a, and then t's
-    // mantissa bits are a; from 2^52 to 2^53 every double is integral. Every lane is computed (the padded ones are masked out), so the
-    // loop has no branch.
+    // mantissa bits are a; from 2^52 to 2^53 every double is integral. Every lane is computed
+    // (the padded ones are masked out), so the loop has no branch.
     let mut ints = 0i64;
     let mut frac = [false; BUF_CAP];
     let mut nfrac = 0u32;
@@ -2419,7 +2419,6 @@ fn flush_batch_w<const W: usize>(buf: &mut [u8]) -> Result<Batch, SketchError> {
             }
         }
     }
-    let limb_adds = nfrac;
     let int_sum = match rd_i64(hdr, H_INT).checked_add(ints) {
         Some(v) => v,
         None => {
@@ -2438,8 +2437,8 @@ fn flush_batch_w<const W: usize>(buf: &mut [u8]) -> Result<Batch, SketchError> {
     wr_f64(hdr, H_MIN, mn);
     wr_f64(hdr, H_MAX, mx);
     wr_i64(hdr, H_INT, int_sum);
-    if limb_adds > 0 {
-        add_pending(hdr, limb_adds);
+    if nfrac > 0 {
+        add_pending(hdr, nfrac);
     }
     Ok(Batch::Done)
 }
