@@ -1429,38 +1429,42 @@ const MAX_INLINE_GAP: i64 = 2;
 
 fn encode_store(out: &mut Vec<u8>, st: &Store) {
     let bins = &st.bins;
-    // split into runs
-    let mut runs: Vec<(usize, usize)> = Vec::new(); // [start, end) in bins
-    let mut start = 0;
-    for i in 1..=bins.len() {
-        if i == bins.len() || (bins[i].0 as i64 - bins[i - 1].0 as i64 - 1) > MAX_INLINE_GAP {
-            if i > start {
-                runs.push((start, i));
-            }
-            start = i;
-        }
-    }
-    put_varint(out, runs.len() as u64);
+    // a run ends where the next bucket is more than MAX_INLINE_GAP empty buckets away
+    let breaks_after = |i: usize| bins[i + 1].0 as i64 - bins[i].0 as i64 - 1 > MAX_INLINE_GAP;
+    let nruns = if bins.is_empty() {
+        0
+    } else {
+        1 + (0..bins.len() - 1).filter(|&i| breaks_after(i)).count()
+    };
+    put_varint(out, nruns as u64);
+    // at most: per run three 10-byte varints, per bucket a 10-byte count and two inline zeros
+    out.reserve(30 * nruns + 12 * bins.len());
     let mut prev_last: i64 = 0;
-    for (r, &(a, b)) in runs.iter().enumerate() {
+    let mut a = 0usize;
+    while a < bins.len() {
+        let mut b = a + 1;
+        while b < bins.len() && !breaks_after(b - 1) {
+            b += 1;
+        }
         let first = bins[a].0 as i64;
         let last = bins[b - 1].0 as i64;
-        if r == 0 {
+        if a == 0 {
             put_varint(out, zigzag(first));
         } else {
             put_varint(out, (first - prev_last - 1) as u64);
         }
         put_varint(out, (last - first + 1) as u64);
-        let mut expect = first;
-        for &(i, c) in &bins[a..b] {
-            while expect < i as i64 {
-                out.push(0);
-                expect += 1;
-            }
-            put_varint(out, c);
-            expect += 1;
+        // every bucket of the run in turn, an empty one as a zero count (a walk over the
+        // run's indices: no branch on whether a bucket is empty)
+        let mut k = a;
+        for idx in first..=last {
+            let (i, c) = bins[k];
+            let here = i as i64 == idx;
+            put_varint(out, if here { c } else { 0 });
+            k += here as usize;
         }
         prev_last = last;
+        a = b;
     }
 }
 
@@ -1469,8 +1473,12 @@ fn decode_store(r: &mut Reader, p: &Params) -> Result<Store, SketchError> {
     if nruns > (r.remaining() / 3) as u64 {
         return corrupt("too many runs");
     }
+    if nruns == 0 {
+        return Ok(Store::default());
+    }
     let (kmin, kmax) = (p.kmin as i64, p.kmax as i64);
-    let mut bins = Vec::new();
+    // each bucket takes at least one byte of the input
+    let mut bins = Vec::with_capacity(r.remaining().min(1 << 16));
     let mut prev_last: i64 = 0;
     for run in 0..nruns {
         let start = if run == 0 {
@@ -1493,18 +1501,23 @@ fn decode_store(r: &mut Reader, p: &Params) -> Result<Store, SketchError> {
         if last > kmax {
             return corrupt("run exceeds index range");
         }
-        let mut zeros = 0;
+        // every count is written to the next free slot, which only a non-zero one keeps (no
+        // branch on whether a bucket is empty); a zero is canonical inside a run only, and at
+        // most MAX_INLINE_GAP in a row
+        let mut k = bins.len();
+        bins.resize(k + len as usize, (0, 0));
+        let (mut zeros, mut bad) = (0i64, false);
         for j in 0..len as i64 {
             let c = r.varint()?;
-            if c == 0 {
-                zeros += 1;
-                if j == 0 || j == len as i64 - 1 || zeros > MAX_INLINE_GAP {
-                    return corrupt("non-canonical empty buckets in run");
-                }
-            } else {
-                zeros = 0;
-                bins.push(((start + j) as i32, c));
-            }
+            let empty = c == 0;
+            zeros = if empty { zeros + 1 } else { 0 };
+            bad |= empty & ((j == 0) | (j == len as i64 - 1) | (zeros > MAX_INLINE_GAP));
+            bins[k] = ((start + j) as i32, c);
+            k += !empty as usize;
+        }
+        bins.truncate(k);
+        if bad {
+            return corrupt("non-canonical empty buckets in run");
         }
         prev_last = last;
     }
@@ -1543,7 +1556,15 @@ impl Reader<'_> {
         }
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, SketchError> {
+        // one byte: most bucket counts and gaps
+        if let Some(&byte) = self.b.get(self.p) {
+            if byte < 0x80 {
+                self.p += 1;
+                return Ok(byte as u64);
+            }
+        }
         let mut v = 0u64;
         for i in 0..10 {
             let byte = self.u8()?;
@@ -2773,8 +2794,18 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
     };
     let mut top = 0u64;
     for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
-        for &(i, c) in &store.bins {
-            top = top.max(rd_cnt(buf, cell(&lay, s, i)?, lay.w).saturating_add(c));
+        // the window covers the store's range (checked above), so its first and last bucket
+        // have cells and every bucket between them does
+        if let (Some(&(a, _)), Some(&(b, _))) = (store.bins.first(), store.bins.last()) {
+            cell(&lay, s, a)?;
+            cell(&lay, s, b)?;
+            let cells = window_cells(&lay, s);
+            top = top.max(match lay.w {
+                1 => largest_sum::<1>(&buf[cells.0..], cells.1, &store.bins),
+                2 => largest_sum::<2>(&buf[cells.0..], cells.1, &store.bins),
+                4 => largest_sum::<4>(&buf[cells.0..], cells.1, &store.bins),
+                _ => largest_sum::<8>(&buf[cells.0..], cells.1, &store.bins),
+            });
         }
     }
     if top > cnt_limit(lay.w) {
@@ -2792,10 +2823,16 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
         }
     }
     for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
-        for &(i, c) in &store.bins {
-            let o = cell(&lay, s, i)?;
-            let v = rd_cnt(buf, o, lay.w).wrapping_add(c);
-            wr_cnt(buf, o, lay.w, v);
+        if store.bins.is_empty() {
+            continue;
+        }
+        let (at, first) = window_cells(&lay, s);
+        let cells = &mut buf[at..];
+        match lay.w {
+            1 => add_bins::<1>(cells, first, &store.bins),
+            2 => add_bins::<2>(cells, first, &store.bins),
+            4 => add_bins::<4>(cells, first, &store.bins),
+            _ => add_bins::<8>(cells, first, &store.bins),
         }
     }
     wr_u64(buf, H_COUNT, count);
@@ -2813,6 +2850,30 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
     }
     bump_pending(buf);
     Ok(())
+}
+
+/// Where the counters of store `s` start in the buffer, and the bucket index of the first.
+fn window_cells(lay: &Layout, s: usize) -> (usize, i64) {
+    let base = if s == 0 { 0 } else { lay.win[0].1 };
+    (HEADER + lay.w * base as usize, lay.win[s].0)
+}
+
+/// The largest counter + added count over `bins` (all inside the window of `W`-byte counters
+/// `cells`, whose first bucket is `first`).
+fn largest_sum<const W: usize>(cells: &[u8], first: i64, bins: &[(i32, u64)]) -> u64 {
+    bins.iter().fold(0u64, |top, &(i, c)| {
+        let o = W * (i as i64 - first) as usize;
+        top.max(rd_cnt_w::<W>(cells, o).saturating_add(c))
+    })
+}
+
+/// Adds `bins` to their counters (as [`largest_sum`]; every sum fits the width).
+fn add_bins<const W: usize>(cells: &mut [u8], first: i64, bins: &[(i32, u64)]) {
+    for &(i, c) in bins {
+        let o = W * (i as i64 - first) as usize;
+        let v = rd_cnt_w::<W>(cells, o).wrapping_add(c);
+        wr_cnt_w::<W>(cells, o, v);
+    }
 }
 
 /// Convert a working buffer into an owned sketch (validated).
@@ -2843,12 +2904,14 @@ pub fn working_to_sketch(buf: &[u8]) -> Result<Sketch, SketchError> {
     let mut base = HEADER;
     for (sidx, store) in [&mut s.pos, &mut s.neg].into_iter().enumerate() {
         let (off, len) = lay.win[sidx];
-        for j in 0..len as usize {
-            let c = rd_cnt(buf, base + lay.w * j, lay.w);
-            if c != 0 {
-                store.bins.push(((off + j as i64) as i32, c));
-            }
-        }
+        let cells = &buf[base..base + lay.w * len as usize];
+        let most = s.count;
+        store.bins = match lay.w {
+            1 => nonzero_bins::<1>(cells, off, most),
+            2 => nonzero_bins::<2>(cells, off, most),
+            4 => nonzero_bins::<4>(cells, off, most),
+            _ => nonzero_bins::<8>(cells, off, most),
+        };
         base += lay.w * len as usize;
     }
     // the values still buffered, added as `working_flush` would have added them
@@ -2857,6 +2920,30 @@ pub fn working_to_sketch(buf: &[u8]) -> Result<Sketch, SketchError> {
     }
     s.validate().map_err(SketchError::Corrupt)?;
     Ok(s)
+}
+
+/// The non-zero counters of a window of `W`-byte counters whose first bucket is `first`, as
+/// (index, count) in index order; `most` bounds how many there are (the values counted).
+/// Branch-free over the counters (whether a counter is zero is data, not a pattern a branch
+/// predictor learns: a sparse window mispredicted on most of them): each counter of a block of
+/// 64 is written to the next free slot of a scratch block on the stack, which only a non-zero
+/// one keeps, and the block's kept slots are appended at once.
+fn nonzero_bins<const W: usize>(cells: &[u8], first: i64, most: u64) -> Vec<(i32, u64)> {
+    const BLOCK: usize = 64;
+    let n = cells.len() / W;
+    let mut out = Vec::with_capacity(most.min(n as u64) as usize);
+    let mut scratch = [(0i32, 0u64); BLOCK];
+    for (b, block) in cells[..n * W].chunks(BLOCK * W).enumerate() {
+        let base = first + (b * BLOCK) as i64;
+        let mut k = 0usize;
+        for j in 0..block.len() / W {
+            let c = rd_cnt_w::<W>(block, W * j);
+            scratch[k & (BLOCK - 1)] = ((base + j as i64) as i32, c);
+            k += (c != 0) as usize;
+        }
+        out.extend_from_slice(&scratch[..k]);
+    }
+    out
 }
 
 /// Whether `buf` is a layout-2 working buffer (read through [`from_legacy_layout`]).
@@ -4770,6 +4857,232 @@ mod tests {
                 working_to_sketch(&b[VARHDR..]).unwrap().encode(),
                 s.encode()
             );
+        }
+    }
+}
+
+/// The 0.12.1 store codec and working-buffer scan, kept as oracles for the branch-free ones
+/// (the stored encoding must not change by a byte).
+#[cfg(test)]
+mod codec_reference_tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn encode_store_reference(out: &mut Vec<u8>, st: &Store) {
+        let bins = &st.bins;
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut start = 0;
+        for i in 1..=bins.len() {
+            if i == bins.len() || (bins[i].0 as i64 - bins[i - 1].0 as i64 - 1) > MAX_INLINE_GAP {
+                if i > start {
+                    runs.push((start, i));
+                }
+                start = i;
+            }
+        }
+        put_varint(out, runs.len() as u64);
+        let mut prev_last: i64 = 0;
+        for (r, &(a, b)) in runs.iter().enumerate() {
+            let first = bins[a].0 as i64;
+            let last = bins[b - 1].0 as i64;
+            if r == 0 {
+                put_varint(out, zigzag(first));
+            } else {
+                put_varint(out, (first - prev_last - 1) as u64);
+            }
+            put_varint(out, (last - first + 1) as u64);
+            let mut expect = first;
+            for &(i, c) in &bins[a..b] {
+                while expect < i as i64 {
+                    out.push(0);
+                    expect += 1;
+                }
+                put_varint(out, c);
+                expect += 1;
+            }
+            prev_last = last;
+        }
+    }
+
+    fn varint_reference(r: &mut Reader) -> Result<u64, SketchError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let byte = r.u8()?;
+            if i == 9 && byte > 1 {
+                return corrupt("varint overflow");
+            }
+            v |= ((byte & 0x7f) as u64) << (7 * i);
+            if byte & 0x80 == 0 {
+                if i > 0 && byte == 0 {
+                    return corrupt("non-minimal varint");
+                }
+                return Ok(v);
+            }
+        }
+        corrupt("varint too long")
+    }
+
+    fn decode_store_reference(r: &mut Reader, p: &Params) -> Result<Store, SketchError> {
+        let nruns = varint_reference(r)?;
+        if nruns > (r.remaining() / 3) as u64 {
+            return corrupt("too many runs");
+        }
+        let (kmin, kmax) = (p.kmin as i64, p.kmax as i64);
+        let mut bins = Vec::new();
+        let mut prev_last: i64 = 0;
+        for run in 0..nruns {
+            let start = if run == 0 {
+                unzigzag(varint_reference(r)?)
+            } else {
+                let gap = varint_reference(r)?;
+                if gap < (MAX_INLINE_GAP + 1) as u64 || gap > (kmax - prev_last).max(0) as u64 {
+                    return corrupt("bad run gap");
+                }
+                prev_last + 1 + gap as i64
+            };
+            if start < kmin || start > kmax {
+                return corrupt(format!("bucket index {start} out of range"));
+            }
+            let len = varint_reference(r)?;
+            if len == 0 || len > r.remaining() as u64 {
+                return corrupt("bad run length");
+            }
+            let last = start + len as i64 - 1;
+            if last > kmax {
+                return corrupt("run exceeds index range");
+            }
+            let mut zeros = 0;
+            for j in 0..len as i64 {
+                let c = varint_reference(r)?;
+                if c == 0 {
+                    zeros += 1;
+                    if j == 0 || j == len as i64 - 1 || zeros > MAX_INLINE_GAP {
+                        return corrupt("non-canonical empty buckets in run");
+                    }
+                } else {
+                    zeros = 0;
+                    bins.push(((start + j) as i32, c));
+                }
+            }
+            prev_last = last;
+        }
+        Ok(Store { bins })
+    }
+
+    /// Sparse stores as sketches make them: increasing indices with gaps of every size around
+    /// the inline limit, counts of one to ten varint bytes.
+    fn store() -> impl Strategy<Value = Store> {
+        (
+            -3000i32..3000,
+            vec(
+                (
+                    prop_oneof![4 => 1i32..4, 2 => 4i32..8, 1 => 8i32..400],
+                    prop_oneof![
+                        6 => 1u64..128,
+                        2 => 128u64..70_000,
+                        1 => any::<u64>().prop_map(|c| c.max(1)),
+                    ],
+                ),
+                0..300,
+            ),
+        )
+            .prop_map(|(mut idx, steps)| {
+                let mut bins = Vec::with_capacity(steps.len());
+                for (gap, c) in steps {
+                    bins.push((idx, c));
+                    idx += gap;
+                }
+                Store { bins }
+            })
+    }
+
+    fn params() -> Params {
+        Params::new(DEFAULT_ALPHA).unwrap()
+    }
+
+    fn decode_both(bytes: &[u8]) -> (Result<Store, SketchError>, Result<Store, SketchError>) {
+        let p = params();
+        let mut a = Reader { b: bytes, p: 0 };
+        let mut b = Reader { b: bytes, p: 0 };
+        let new = decode_store(&mut a, &p).map(|s| (s, a.p));
+        let old = decode_store_reference(&mut b, &p).map(|s| (s, b.p));
+        match (new, old) {
+            (Ok((s, pa)), Ok((t, pb))) => {
+                assert_eq!(pa, pb, "both read the same bytes");
+                (Ok(s), Ok(t))
+            }
+            (x, y) => (x.map(|v| v.0), y.map(|v| v.0)),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// The store codec writes the same bytes as 0.12.1's and reads them back.
+        #[test]
+        fn prop_encode_store_equals_reference(st in store()) {
+            let (mut new, mut old) = (vec![7u8], vec![7u8]);
+            encode_store(&mut new, &st);
+            encode_store_reference(&mut old, &st);
+            prop_assert_eq!(&new, &old);
+            let (a, b) = decode_both(&new[1..]);
+            prop_assert_eq!(a.as_ref().ok(), Some(&st));
+            prop_assert_eq!(b.as_ref().ok(), Some(&st));
+        }
+
+        /// On any bytes (encodings with bytes changed, cut, or random), the decoder accepts
+        /// exactly what 0.12.1's accepted, with the same result.
+        #[test]
+        fn prop_decode_store_equals_reference(st in store(),
+                                              muts in vec((any::<u16>(), any::<u8>()), 0..4),
+                                              cut in any::<u16>(),
+                                              random in vec(any::<u8>(), 0..64),
+                                              runs in vec((0u64..12, vec(prop_oneof![2 => Just(0u64), 3 => 1u64..300], 0..12)), 0..4)) {
+            // runs written as the format spells them, with empty buckets anywhere: canonical
+            // or not
+            let mut raw = Vec::new();
+            put_varint(&mut raw, runs.len() as u64);
+            for (gap, counts) in &runs {
+                put_varint(&mut raw, *gap);
+                put_varint(&mut raw, counts.len() as u64);
+                for &c in counts {
+                    put_varint(&mut raw, c);
+                }
+            }
+            let mut bytes = Vec::new();
+            encode_store(&mut bytes, &st);
+            for (at, v) in muts {
+                if !bytes.is_empty() {
+                    let i = at as usize % bytes.len();
+                    bytes[i] = v;
+                }
+            }
+            for b in [bytes.clone(), bytes[..cut as usize % (bytes.len() + 1)].to_vec(), random, raw] {
+                let (new, old) = decode_both(&b);
+                prop_assert_eq!(new.is_ok(), old.is_ok(), "accepted by one only: {:?}", b);
+                prop_assert_eq!(new.ok(), old.ok());
+            }
+        }
+
+        /// The branch-free scan of a working window finds the non-zero counters a plain loop
+        /// finds, at every counter width.
+        #[test]
+        fn prop_nonzero_bins_equal_a_loop(cells in vec(prop_oneof![3 => Just(0u8), 2 => any::<u8>()], 0..600),
+                                          first in -5000i64..5000, most in prop_oneof![Just(0u64), 0u64..700, Just(u64::MAX)]) {
+            fn check<const W: usize>(cells: &[u8], first: i64, most: u64) -> Result<(), TestCaseError> {
+                let cells = &cells[..cells.len() / W * W];
+                let expect: Vec<(i32, u64)> = (0..cells.len() / W)
+                    .map(|j| ((first + j as i64) as i32, rd_cnt_w::<W>(cells, W * j)))
+                    .filter(|&(_, c)| c != 0)
+                    .collect();
+                prop_assert_eq!(nonzero_bins::<W>(cells, first, most), expect);
+                Ok(())
+            }
+            check::<1>(&cells, first, most)?;
+            check::<2>(&cells, first, most)?;
+            check::<4>(&cells, first, most)?;
+            check::<8>(&cells, first, most)?;
         }
     }
 }
