@@ -145,8 +145,11 @@ COMMIT;
 SELECT count(*) AS handled FROM regress.handled;
 SELECT not_trustlogged, pending, leased, retrying, dead_letters FROM ops_queue_stats();
 
--- 9. The plain-SQL worker loop of docs/queue.md, as written there, run until a statement timeout
--- stops it: every batch it committed stays done, failures are scheduled, nothing is lost.
+-- 9. The plain-SQL worker loop of docs/queue.md, as written there, run until it first finds
+-- nothing to claim: every batch it committed stays done, failures are scheduled, nothing is
+-- lost. Its idle sleep is stubbed for the test (a function earlier in search_path than
+-- pg_catalog's pg_sleep) to stop it there: a statement timeout would stop it after a time, which
+-- a slow machine can reach while work remains.
 CREATE FUNCTION my_process(op_id text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF op_id LIKE 'w-%7' THEN RAISE EXCEPTION 'cannot process %', op_id; END IF;
@@ -182,9 +185,14 @@ SELECT ops_op_save_batch((SELECT jsonb_agg(jsonb_build_object('op_id', 'w-' || i
            'timestamp', to_char((TIMESTAMPTZ '2026-11-03 00:00+00' + i * interval '1 second') AT TIME ZONE 'UTC',
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"')))
          FROM generate_series(1, 250) i));
-SET statement_timeout = '2s';
+CREATE FUNCTION regress.pg_sleep(float8) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'worker idle: nothing to claim';
+END $$;
+SET search_path = regress, pg_catalog, public;
 CALL my_worker(40);
-RESET statement_timeout;
+RESET search_path;
+DROP FUNCTION regress.pg_sleep(float8);
 SELECT count(*) FILTER (WHERE o.trustlog_status = 'TRUSTLOGGED') AS done,
        count(*) FILTER (WHERE r.retry_status = 'PENDING' AND r.error_message = 'cannot process ' || o.op_id) AS failed_once,
        count(*) FILTER (WHERE h.op_id IS NOT NULL) AS handled
