@@ -1913,9 +1913,14 @@ impl Layout {
     /// Byte offset in the buffer of the counter of bucket `idx` in store `s` (0 positive, 1
     /// negative); `None` outside the store's window.
     fn cell(&self, s: usize, idx: i64) -> Option<usize> {
-        let (off, len) = self.win[s];
-        let base = if s == 0 { 0 } else { self.win[0].1 };
-        (idx >= off && idx < off + len).then(|| HEADER + self.w * (base + idx - off) as usize)
+        let (at, off) = self.window(s);
+        (idx >= off && idx < off + self.win[s].1).then(|| at + self.w * (idx - off) as usize)
+    }
+
+    /// Where the counters of store `s` start in the buffer, and the bucket index of the first.
+    fn window(&self, s: usize) -> (usize, i64) {
+        let before = if s == 0 { 0 } else { self.win[0].1 };
+        (HEADER + self.w * before as usize, self.win[s].0)
     }
 
     fn read(buf: &[u8]) -> Result<Layout, SketchError> {
@@ -2799,7 +2804,7 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
         if let (Some(&(a, _)), Some(&(b, _))) = (store.bins.first(), store.bins.last()) {
             cell(&lay, s, a)?;
             cell(&lay, s, b)?;
-            let cells = window_cells(&lay, s);
+            let cells = lay.window(s);
             top = top.max(match lay.w {
                 1 => largest_sum::<1>(&buf[cells.0..], cells.1, &store.bins),
                 2 => largest_sum::<2>(&buf[cells.0..], cells.1, &store.bins),
@@ -2826,7 +2831,7 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
         if store.bins.is_empty() {
             continue;
         }
-        let (at, first) = window_cells(&lay, s);
+        let (at, first) = lay.window(s);
         let cells = &mut buf[at..];
         match lay.w {
             1 => add_bins::<1>(cells, first, &store.bins),
@@ -2850,12 +2855,6 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
     }
     bump_pending(buf);
     Ok(())
-}
-
-/// Where the counters of store `s` start in the buffer, and the bucket index of the first.
-fn window_cells(lay: &Layout, s: usize) -> (usize, i64) {
-    let base = if s == 0 { 0 } else { lay.win[0].1 };
-    (HEADER + lay.w * base as usize, lay.win[s].0)
 }
 
 /// The largest counter + added count over `bins` (all inside the window of `W`-byte counters
@@ -2901,10 +2900,9 @@ pub fn working_to_sketch(buf: &[u8]) -> Result<Sketch, SketchError> {
     }
     s.sum.limbs = header_sum_limbs(buf);
     s.sum.normalize();
-    let mut base = HEADER;
     for (sidx, store) in [&mut s.pos, &mut s.neg].into_iter().enumerate() {
-        let (off, len) = lay.win[sidx];
-        let cells = &buf[base..base + lay.w * len as usize];
+        let (at, off) = lay.window(sidx);
+        let cells = &buf[at..at + lay.w * lay.win[sidx].1 as usize];
         let most = s.count;
         store.bins = match lay.w {
             1 => nonzero_bins::<1>(cells, off, most),
@@ -2912,7 +2910,6 @@ pub fn working_to_sketch(buf: &[u8]) -> Result<Sketch, SketchError> {
             4 => nonzero_bins::<4>(cells, off, most),
             _ => nonzero_bins::<8>(cells, off, most),
         };
-        base += lay.w * len as usize;
     }
     // the values still buffered, added as `working_flush` would have added them
     for i in 0..buf[H_NBUF] as usize {
