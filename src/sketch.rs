@@ -422,6 +422,14 @@ pub unsafe extern "C-unwind" fn ops_sketch_combine(
             return unchanged;
         }
         let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 1));
+        if !pg_arg_is_null(fcinfo, 0) && dd::is_current_working(bytes) {
+            // A partial state of a parallel or distributed plan into a group's state: merged
+            // straight from its counters (checked as a decode would check them).
+            let state = writable_state(fcinfo, dd::working_alpha(bytes).or_raise());
+            return pg_sys::Datum::from(with_growth(state, |buf| {
+                dd::working_merge_working(buf, bytes, &[])
+            }));
+        }
         let other = shared_sketch_from_payload(bytes).or_raise();
         if pg_arg_is_null(fcinfo, 0) && bytes.first() == Some(&dd::FORMAT_VERSION) {
             // The first input of a group, in the compact form (it decoded, so it is valid and
@@ -650,15 +658,18 @@ pub unsafe extern "C-unwind" fn ops_sketch_pair_combine(
             return unchanged;
         }
         let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 1));
-        let (a, b) = sp::pair_sketches(bytes).or_raise();
         if pg_arg_is_null(fcinfo, 0) {
-            // The group's first partial state: valid (it decoded), so a copy of it is the state.
+            // The group's first partial state: valid (checked as a decode checks it), so a copy
+            // of it is the state.
+            sp::pair_check(bytes).or_raise();
             return bytes_datum(bytes);
         }
+        // The others are merged side by side straight from their counters (checked as the
+        // decode would check them), without a sketch in between.
         let state = writable_pair_state(fcinfo);
-        let state = with_pair_growth(state, |buf| sp::pair_merge_side(buf, Side::A, &a));
+        let state = with_pair_growth(state, |buf| sp::pair_merge_pair_side(buf, Side::A, bytes));
         pg_sys::Datum::from(with_pair_growth(state, |buf| {
-            sp::pair_merge_side(buf, Side::B, &b)
+            sp::pair_merge_pair_side(buf, Side::B, bytes)
         }))
     }
 }

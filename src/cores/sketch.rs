@@ -914,6 +914,95 @@ impl Store {
     }
 }
 
+/// What the checks of a non-empty sketch read beyond its buckets: counts, extremes, the
+/// (first, last) non-empty bucket of the positive and negative stores, the normalised sum.
+/// Shared by [`Sketch::validate`] and the merge of one working state into another, which
+/// checks its input without building a sketch of it.
+struct Shape {
+    count: u64,
+    zero: u64,
+    min: f64,
+    max: f64,
+    ranges: [Option<(i64, i64)>; 2],
+    sum: [i64; LIMBS],
+}
+
+impl Shape {
+    /// The first checks of a sketch with `count > 0` (before its buckets are read).
+    fn check_extremes(&self) -> Result<(), String> {
+        let (min, max) = (self.min, self.max);
+        if !min.is_finite() || !max.is_finite() || min > max {
+            return Err(format!("invalid min/max ({min}, {max})"));
+        }
+        if min.to_bits() == (-0.0f64).to_bits() || max.to_bits() == (-0.0f64).to_bits() {
+            return Err("negative zero min/max".into());
+        }
+        Ok(())
+    }
+
+    /// The other checks of a sketch with `count > 0` whose bucket counts (each in range) and
+    /// zero count add up to `total`.
+    fn check_rest(&self, inv: f64, total: u64) -> Result<(), String> {
+        let (min, max) = (self.min, self.max);
+        if total != self.count {
+            return Err(format!(
+                "bucket counts sum to {total}, count is {}",
+                self.count
+            ));
+        }
+        if self.zero > 0 && !(min <= 0.0 && max >= 0.0) {
+            return Err("zeros outside [min, max]".into());
+        }
+        match self.ranges[1] {
+            None if min < 0.0 => return Err("min < 0 but no negative buckets".into()),
+            Some(_) if min >= 0.0 => return Err("negative buckets but min >= 0".into()),
+            Some((lo, hi)) => {
+                if index_of(-min, inv) as i64 != hi {
+                    return Err("min not in the most negative bucket".into());
+                }
+                if max < 0.0 && index_of(-max, inv) as i64 != lo {
+                    return Err("max not in the least negative bucket".into());
+                }
+            }
+            None => {}
+        }
+        match self.ranges[0] {
+            None if max > 0.0 => return Err("max > 0 but no positive buckets".into()),
+            Some(_) if max <= 0.0 => return Err("positive buckets but max <= 0".into()),
+            Some((lo, hi)) => {
+                if index_of(max, inv) as i64 != hi {
+                    return Err("max not in the largest bucket".into());
+                }
+                if min > 0.0 && index_of(min, inv) as i64 != lo {
+                    return Err("min not in the smallest bucket".into());
+                }
+            }
+            None => {}
+        }
+        let norm = &self.sum;
+        let top = norm[LIMBS - 1];
+        if !(i32::MIN as i64..=i32::MAX as i64).contains(&top) {
+            return Err("sum out of range".into());
+        }
+        let (neg, mag) = sign_magnitude(norm);
+        if let Some(h) = mag_top_bit(&mag) {
+            let bound = MAX_VALUE_BITS + (64 - self.count.leading_zeros());
+            if h >= bound {
+                return Err("sum magnitude impossible for count".into());
+            }
+            if neg && min >= 0.0 {
+                return Err("negative sum of non-negative values".into());
+            }
+            if !neg && max <= 0.0 {
+                return Err("positive sum of non-positive values".into());
+            }
+        } else if min > 0.0 || max < 0.0 {
+            return Err("zero sum of same-signed non-zero values".into());
+        }
+        Ok(())
+    }
+}
+
 /// Owned quantile sketch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sketch {
@@ -1194,13 +1283,15 @@ impl Sketch {
             }
             return Ok(());
         }
-        let (min, max) = (self.min, self.max);
-        if !min.is_finite() || !max.is_finite() || min > max {
-            return Err(format!("invalid min/max ({min}, {max})"));
-        }
-        if min.to_bits() == (-0.0f64).to_bits() || max.to_bits() == (-0.0f64).to_bits() {
-            return Err("negative zero min/max".into());
-        }
+        let shape = Shape {
+            count: self.count,
+            zero: self.zero,
+            min: self.min,
+            max: self.max,
+            ranges: [self.pos.range(), self.neg.range()],
+            sum: self.sum.normalized(),
+        };
+        shape.check_extremes()?;
         let mut total = self.zero;
         for store in [&self.neg, &self.pos] {
             let mut prev: Option<i32> = None;
@@ -1218,63 +1309,7 @@ impl Sketch {
                 total = total.checked_add(c).ok_or("bucket counts overflow")?;
             }
         }
-        if total != self.count {
-            return Err(format!(
-                "bucket counts sum to {total}, count is {}",
-                self.count
-            ));
-        }
-        if self.zero > 0 && !(min <= 0.0 && max >= 0.0) {
-            return Err("zeros outside [min, max]".into());
-        }
-        let inv = self.p.inv_ln_gamma;
-        match self.neg.range() {
-            None if min < 0.0 => return Err("min < 0 but no negative buckets".into()),
-            Some(_) if min >= 0.0 => return Err("negative buckets but min >= 0".into()),
-            Some((lo, hi)) => {
-                if index_of(-min, inv) as i64 != hi {
-                    return Err("min not in the most negative bucket".into());
-                }
-                if max < 0.0 && index_of(-max, inv) as i64 != lo {
-                    return Err("max not in the least negative bucket".into());
-                }
-            }
-            None => {}
-        }
-        match self.pos.range() {
-            None if max > 0.0 => return Err("max > 0 but no positive buckets".into()),
-            Some(_) if max <= 0.0 => return Err("positive buckets but max <= 0".into()),
-            Some((lo, hi)) => {
-                if index_of(max, inv) as i64 != hi {
-                    return Err("max not in the largest bucket".into());
-                }
-                if min > 0.0 && index_of(min, inv) as i64 != lo {
-                    return Err("min not in the smallest bucket".into());
-                }
-            }
-            None => {}
-        }
-        let norm = self.sum.normalized();
-        let top = norm[LIMBS - 1];
-        if !(i32::MIN as i64..=i32::MAX as i64).contains(&top) {
-            return Err("sum out of range".into());
-        }
-        let (neg, mag) = sign_magnitude(&norm);
-        if let Some(h) = mag_top_bit(&mag) {
-            let bound = MAX_VALUE_BITS + (64 - self.count.leading_zeros());
-            if h >= bound {
-                return Err("sum magnitude impossible for count".into());
-            }
-            if neg && min >= 0.0 {
-                return Err("negative sum of non-negative values".into());
-            }
-            if !neg && max <= 0.0 {
-                return Err("positive sum of non-positive values".into());
-            }
-        } else if min > 0.0 || max < 0.0 {
-            return Err("zero sum of same-signed non-zero values".into());
-        }
-        Ok(())
+        shape.check_rest(self.p.inv_ln_gamma, total)
     }
 
     // -----------------------------------------------------------------------
@@ -2755,10 +2790,55 @@ pub fn working_grow(old: &[u8], new: &mut [u8]) -> Result<(), SketchError> {
     Ok(())
 }
 
+/// Make `buf`'s windows cover `ranges` (a merge's non-zero buckets, per store) and its counters
+/// wide enough for `top(buf, layout)`, the largest counter after the merge, computed on the
+/// covering layout: relaid out and widened as needed (`NeedsGrow` when the buffer must grow
+/// first; the values it holds are the same either way). Returns the layout to add under.
+fn fit_for_merge(
+    buf: &mut [u8],
+    mut lay: Layout,
+    ranges: [Option<(i64, i64)>; 2],
+    top: impl Fn(&[u8], &Layout) -> Result<u64, SketchError>,
+) -> Result<Layout, AddError> {
+    let covered = |lay: &Layout| {
+        (0..2).all(|s| {
+            ranges[s].is_none_or(|(a, b)| a >= lay.win[s].0 && b < lay.win[s].0 + lay.win[s].1)
+        })
+    };
+    // request both ranges: relayout trims unused window slots
+    let request = |buf: &mut [u8]| {
+        clear_requests(buf);
+        for s in 0..2 {
+            if let Some((a, b)) = ranges[s] {
+                set_request(buf, s, a, b);
+            }
+        }
+    };
+    if !covered(&lay) {
+        request(buf);
+        relayout(buf)?;
+        lay = Layout::read(buf)?;
+        if !covered(&lay) {
+            return Err(SketchError::Corrupt("working buffer relayout failed".into()).into());
+        }
+    }
+    let t = top(buf, &lay)?;
+    if t > cnt_limit(lay.w) {
+        request(buf);
+        buf[H_WIDEN] = width_for(t);
+        relayout(buf)?;
+        lay = Layout::read(buf)?;
+        if !covered(&lay) || t > cnt_limit(lay.w) {
+            return Err(SketchError::Corrupt("working buffer widening failed".into()).into());
+        }
+    }
+    Ok(lay)
+}
+
 /// Merge an owned sketch into a working buffer in place (same `NeedsGrow`
 /// protocol as [`working_add`]; nothing is merged when it is returned).
 pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddError> {
-    let mut lay = Layout::read(buf)?;
+    let lay = Layout::read(buf)?;
     let alpha = rd_f64(buf, H_ALPHA);
     if alpha.to_bits() != other.p.alpha.to_bits() {
         return Err(SketchError::AlphaMismatch {
@@ -2774,59 +2854,31 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
         .checked_add(other.count)
         .ok_or(SketchError::CountOverflow)?;
     let ranges = [other.pos.range(), other.neg.range()];
-    let covered = |s: usize, lay: &Layout| {
-        ranges[s].is_none_or(|(a, b)| a >= lay.win[s].0 && b < lay.win[s].0 + lay.win[s].1)
-    };
-    if !covered(0, &lay) || !covered(1, &lay) {
-        clear_requests(buf);
-        // request both ranges: relayout trims unused window slots
-        for s in 0..2 {
-            if let Some((a, b)) = ranges[s] {
-                set_request(buf, s, a, b);
+    // the largest merged counter decides the width (every bin is inside its window once the
+    // windows cover the ranges)
+    let lay = fit_for_merge(buf, lay, ranges, |buf, lay| {
+        let cell = |s: usize, i: i32| {
+            lay.cell(s, i as i64)
+                .ok_or_else(|| SketchError::Corrupt("merged bucket outside its window".into()))
+        };
+        let mut top = 0u64;
+        for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
+            // the window covers the store's range, so its first and last bucket have cells and
+            // every bucket between them does
+            if let (Some(&(a, _)), Some(&(b, _))) = (store.bins.first(), store.bins.last()) {
+                cell(s, a)?;
+                cell(s, b)?;
+                let cells = lay.window(s);
+                top = top.max(match lay.w {
+                    1 => largest_sum::<1>(&buf[cells.0..], cells.1, &store.bins),
+                    2 => largest_sum::<2>(&buf[cells.0..], cells.1, &store.bins),
+                    4 => largest_sum::<4>(&buf[cells.0..], cells.1, &store.bins),
+                    _ => largest_sum::<8>(&buf[cells.0..], cells.1, &store.bins),
+                });
             }
         }
-        relayout(buf)?;
-        lay = Layout::read(buf)?;
-        if !covered(0, &lay) || !covered(1, &lay) {
-            return Err(SketchError::Corrupt("working buffer relayout failed".into()).into());
-        }
-    }
-    // the largest merged counter decides the width (widened first when it does not fit)
-    // (every bin is inside its window now)
-    let cell = |lay: &Layout, s: usize, i: i32| {
-        lay.cell(s, i as i64)
-            .ok_or_else(|| SketchError::Corrupt("merged bucket outside its window".into()))
-    };
-    let mut top = 0u64;
-    for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
-        // the window covers the store's range (checked above), so its first and last bucket
-        // have cells and every bucket between them does
-        if let (Some(&(a, _)), Some(&(b, _))) = (store.bins.first(), store.bins.last()) {
-            cell(&lay, s, a)?;
-            cell(&lay, s, b)?;
-            let cells = lay.window(s);
-            top = top.max(match lay.w {
-                1 => largest_sum::<1>(&buf[cells.0..], cells.1, &store.bins),
-                2 => largest_sum::<2>(&buf[cells.0..], cells.1, &store.bins),
-                4 => largest_sum::<4>(&buf[cells.0..], cells.1, &store.bins),
-                _ => largest_sum::<8>(&buf[cells.0..], cells.1, &store.bins),
-            });
-        }
-    }
-    if top > cnt_limit(lay.w) {
-        clear_requests(buf);
-        for s in 0..2 {
-            if let Some((a, b)) = ranges[s] {
-                set_request(buf, s, a, b);
-            }
-        }
-        buf[H_WIDEN] = width_for(top);
-        relayout(buf)?;
-        lay = Layout::read(buf)?;
-        if !covered(0, &lay) || !covered(1, &lay) || top > cnt_limit(lay.w) {
-            return Err(SketchError::Corrupt("working buffer widening failed".into()).into());
-        }
-    }
+        Ok(top)
+    })?;
     for (s, store) in [&other.pos, &other.neg].into_iter().enumerate() {
         if store.bins.is_empty() {
             continue;
@@ -2840,21 +2892,386 @@ pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddErr
             _ => add_bins::<8>(cells, first, &store.bins),
         }
     }
+    merge_header(buf, count, other.zero, other.min, other.max, &other.sum);
+    Ok(())
+}
+
+/// The header of a merge's target after its counters: the new count, the merged zero count,
+/// extremes and exact sum (added to the limbs as one addition).
+fn merge_header(buf: &mut [u8], count: u64, zero: u64, min: f64, max: f64, sum: &ExactSum) {
     wr_u64(buf, H_COUNT, count);
-    let z = rd_u64(buf, H_ZERO).wrapping_add(other.zero);
+    let z = rd_u64(buf, H_ZERO).wrapping_add(zero);
     wr_u64(buf, H_ZERO, z);
-    let mn = rd_f64(buf, H_MIN).min(other.min);
+    let mn = rd_f64(buf, H_MIN).min(min);
     wr_f64(buf, H_MIN, mn);
-    let mx = rd_f64(buf, H_MAX).max(other.max);
+    let mx = rd_f64(buf, H_MAX).max(max);
     wr_f64(buf, H_MAX, mx);
     fold_int_sum(buf);
-    let ol = other.sum.normalized();
+    let ol = sum.normalized();
     for i in 0..LIMBS {
         let o = H_SUM + 8 * i;
         wr_i64(buf, o, rd_i64(buf, o).wrapping_add(ol[i]));
     }
     bump_pending(buf);
+}
+
+/// `$f::<D, S>(args)` for the runtime counter widths `$dw` (target) and `$sw` (source).
+macro_rules! with_widths {
+    ($dw:expr, $sw:expr, $f:ident($($arg:expr),*)) => {
+        match ($dw, $sw) {
+            (1, 1) => $f::<1, 1>($($arg),*),
+            (1, 2) => $f::<1, 2>($($arg),*),
+            (1, 4) => $f::<1, 4>($($arg),*),
+            (1, _) => $f::<1, 8>($($arg),*),
+            (2, 1) => $f::<2, 1>($($arg),*),
+            (2, 2) => $f::<2, 2>($($arg),*),
+            (2, 4) => $f::<2, 4>($($arg),*),
+            (2, _) => $f::<2, 8>($($arg),*),
+            (4, 1) => $f::<4, 1>($($arg),*),
+            (4, 2) => $f::<4, 2>($($arg),*),
+            (4, 4) => $f::<4, 4>($($arg),*),
+            (4, _) => $f::<4, 8>($($arg),*),
+            (_, 1) => $f::<8, 1>($($arg),*),
+            (_, 2) => $f::<8, 2>($($arg),*),
+            (_, 4) => $f::<8, 4>($($arg),*),
+            (_, _) => $f::<8, 8>($($arg),*),
+        }
+    };
+}
+
+/// Read the working state `src` as the source of a merge, with its buffered values and then
+/// `extra`: layout, parameters, the non-zero range and total of its counters, and the checks
+/// [`working_to_sketch`] makes (of the state with its own buffered values, before `extra`).
+fn read_source(src: &[u8], extra: &[f64]) -> Result<Source, SketchError> {
+    let slay = Layout::read(src)?;
+    let salpha = rd_f64(src, H_ALPHA);
+    let p = match Params::new(salpha) {
+        Ok(p) => p,
+        Err(_) => return Err(SketchError::Corrupt(format!("alpha {salpha} out of range"))),
+    };
+    if p.inv_ln_gamma.to_bits() != rd_u64(src, H_INV) {
+        return Err(SketchError::Corrupt(
+            "working buffer parameters do not match alpha".into(),
+        ));
+    }
+    let inv = p.inv_ln_gamma;
+    // src's counters: per store its non-zero range and their total
+    let mut ranges: [Option<(i64, i64)>; 2] = [None, None];
+    let mut total = rd_u64(src, H_ZERO);
+    for (s, range) in ranges.iter_mut().enumerate() {
+        let (at, first) = slay.window(s);
+        let cells = &src[at..at + slay.w * slay.win[s].1 as usize];
+        let (r, t) = match slay.w {
+            1 => scan_window::<1>(cells, first),
+            2 => scan_window::<2>(cells, first),
+            4 => scan_window::<4>(cells, first),
+            _ => scan_window::<8>(cells, first),
+        };
+        *range = r;
+        total = t
+            .and_then(|t| total.checked_add(t))
+            .ok_or_else(|| SketchError::Corrupt("bucket counts overflow".into()))?;
+    }
+    let corrupt_src = SketchError::Corrupt;
+    let mut shape = Shape {
+        count: rd_u64(src, H_COUNT),
+        zero: rd_u64(src, H_ZERO),
+        min: rd_f64(src, H_MIN),
+        max: rd_f64(src, H_MAX),
+        ranges,
+        sum: [0; LIMBS],
+    };
+    if shape.count == 0 {
+        shape.min = f64::INFINITY;
+        shape.max = f64::NEG_INFINITY;
+    }
+    let mut sum = ExactSum {
+        limbs: header_sum_limbs(src),
+        pending: 0,
+    };
+    sum.normalize();
+    // the values: src's buffered ones, then `extra`, each with its store and bucket index
+    let nbuf = src[H_NBUF] as usize;
+    let mut vals = [0f64; 2 * BUF_CAP];
+    if extra.len() > BUF_CAP {
+        return Err(SketchError::Corrupt(
+            "too many buffered values to merge".into(),
+        ));
+    }
+    for i in 0..nbuf {
+        vals[i] = rd_f64(src, H_BUF + 8 * i);
+    }
+    vals[nbuf..nbuf + extra.len()].copy_from_slice(extra);
+    let nvals = nbuf + extra.len();
+    let vals_all = vals;
+    let vals = &vals_all[..nvals];
+    for &x in vals {
+        if !x.is_finite() {
+            return Err(SketchError::InvalidValue(x));
+        }
+    }
+    let mut idx = [0i64; 2 * BUF_CAP];
+    for (c, out) in vals.chunks(BUF_CAP).zip(idx.chunks_mut(BUF_CAP)) {
+        let mut lanes = [c[0]; BUF_CAP];
+        lanes[..c.len()].copy_from_slice(c);
+        let k = batch_indices_tabled(&lanes, inv);
+        for (o, &k) in out.iter_mut().zip(&k[..c.len()]) {
+            *o = k as i64;
+        }
+    }
+    for (i, &x) in vals.iter().enumerate() {
+        if i == nbuf {
+            // src with its own buffered values is what working_to_sketch checks
+            check_shape(&mut shape, &sum, inv, total).map_err(corrupt_src)?;
+        }
+        shape.count = shape
+            .count
+            .checked_add(1)
+            .ok_or(SketchError::CountOverflow)?;
+        sum.add(x);
+        let xv = x + 0.0;
+        shape.min = shape.min.min(xv);
+        shape.max = shape.max.max(xv);
+        if x == 0.0 {
+            shape.zero += 1;
+            total += 1;
+        } else {
+            let s = (x < 0.0) as usize;
+            let k = idx[i];
+            shape.ranges[s] = Some(match shape.ranges[s] {
+                Some((a, b)) => (a.min(k), b.max(k)),
+                None => (k, k),
+            });
+            total += 1;
+        }
+    }
+    if vals.len() == nbuf {
+        check_shape(&mut shape, &sum, inv, total).map_err(corrupt_src)?;
+    }
+    Ok(Source {
+        slay,
+        salpha,
+        ranges,
+        shape,
+        sum,
+        vals: vals_all,
+        nvals,
+        idx,
+    })
+}
+
+/// A working state read and checked as the source of a merge (see [`read_source`]).
+struct Source {
+    slay: Layout,
+    salpha: f64,
+    /// The (first, last) non-zero counter of each store of the state itself.
+    ranges: [Option<(i64, i64)>; 2],
+    /// The state with its buffered values and the extra ones.
+    shape: Shape,
+    sum: ExactSum,
+    vals: [f64; 2 * BUF_CAP],
+    nvals: usize,
+    /// The bucket index of each value.
+    idx: [i64; 2 * BUF_CAP],
+}
+
+/// Check a working state (with its buffered values, then `extra`, which must be finite) as
+/// [`working_to_sketch`] checks it, without building a sketch: the check
+/// [`working_merge_working`] makes of its source.
+pub fn working_check(src: &[u8], extra: &[f64]) -> Result<(), SketchError> {
+    read_source(src, extra).map(|_| ())
+}
+
+/// Merge the working buffer `src`, and then the values `extra` (finite, as if they were
+/// buffered in `src`), into the working buffer `buf` in place: the same result as
+/// `working_merge_sketch(buf, &s)` with `s` the sketch of `src` plus `extra`, read from `src`'s
+/// counters directly instead of through a sketch. `src` is checked as [`working_to_sketch`]
+/// checks it (with its own buffered values, before `extra`). `NeedsGrow` as for
+/// [`working_merge_sketch`]; nothing is merged when any error is returned. A legacy-layout
+/// `src` is refused as corrupt: convert it with [`working_to_sketch`] first.
+pub fn working_merge_working(buf: &mut [u8], src: &[u8], extra: &[f64]) -> Result<(), AddError> {
+    let lay = Layout::read(buf)?;
+    let alpha = rd_f64(buf, H_ALPHA);
+    let Source {
+        slay,
+        salpha,
+        ranges,
+        shape,
+        sum,
+        vals,
+        nvals,
+        idx,
+    } = read_source(src, extra)?;
+    let vals = &vals[..nvals];
+    if alpha.to_bits() != salpha.to_bits() {
+        return Err(SketchError::AlphaMismatch {
+            left: alpha,
+            right: salpha,
+        }
+        .into());
+    }
+    if shape.count == 0 {
+        return Ok(());
+    }
+    let count = rd_u64(buf, H_COUNT)
+        .checked_add(shape.count)
+        .ok_or(SketchError::CountOverflow)?;
+    // the largest merged counter decides the width: at most the largest sum of a counter of
+    // each, plus the number of values, over src's buckets and the values' (a bound; a counter
+    // wider than needed holds the same counts)
+    let lay = fit_for_merge(buf, lay, shape.ranges, |buf, lay| {
+        let mut top = 0u64;
+        for (i, &x) in vals.iter().enumerate() {
+            if x != 0.0 {
+                let s = (x < 0.0) as usize;
+                let d = lay.cell(s, idx[i]).map_or(0, |o| rd_cnt(buf, o, lay.w));
+                let c = slay.cell(s, idx[i]).map_or(0, |o| rd_cnt(src, o, slay.w));
+                top = top.max(d.saturating_add(c));
+            }
+        }
+        for s in 0..2 {
+            if let Some((a, b)) = ranges[s] {
+                let (at, first) = lay.window(s);
+                let (sat, sfirst) = slay.window(s);
+                top = top.max(with_widths!(
+                    lay.w,
+                    slay.w,
+                    top_sum_w(&buf[at..], first, &src[sat..], sfirst, a, b)
+                ));
+            }
+        }
+        Ok(top.saturating_add(vals.len() as u64))
+    })?;
+    for s in 0..2 {
+        if let Some((a, b)) = ranges[s] {
+            let (at, first) = lay.window(s);
+            let (sat, sfirst) = slay.window(s);
+            with_widths!(
+                lay.w,
+                slay.w,
+                add_window_w(&mut buf[at..], first, &src[sat..], sfirst, a, b)
+            );
+        }
+    }
+    for (i, &x) in vals.iter().enumerate() {
+        if x != 0.0 {
+            let s = (x < 0.0) as usize;
+            let o = lay
+                .cell(s, idx[i])
+                .ok_or_else(|| SketchError::Corrupt("merged bucket outside its window".into()))?;
+            let v = rd_cnt(buf, o, lay.w).wrapping_add(1);
+            wr_cnt(buf, o, lay.w, v);
+        }
+    }
+    merge_header(buf, count, shape.zero, shape.min, shape.max, &sum);
     Ok(())
+}
+
+/// [`Shape::check_extremes`] and [`Shape::check_rest`] of a working state's shape with its
+/// sum as it stands (an empty state: the empty sketch's check).
+fn check_shape(shape: &mut Shape, sum: &ExactSum, inv: f64, total: u64) -> Result<(), String> {
+    shape.sum = sum.normalized();
+    if shape.count == 0 {
+        if shape.zero != 0 || shape.ranges != [None, None] || shape.sum != [0; LIMBS] {
+            return Err("empty sketch with data".into());
+        }
+        return Ok(());
+    }
+    shape.check_extremes()?;
+    shape.check_rest(inv, total)
+}
+
+/// The first and last non-zero counter of a window of `W`-byte counters whose first bucket is
+/// `first`, as bucket indices, and the counters' total (`None` when it overflows). The zeros
+/// at either end (most of a window with room to grow) are skipped eight bytes at a time.
+fn scan_window<const W: usize>(cells: &[u8], first: i64) -> (Option<(i64, i64)>, Option<u64>) {
+    let cells = &cells[..cells.len() / W * W];
+    let Some(lo) = first_nonzero_byte(cells) else {
+        return (None, Some(0));
+    };
+    let hi = last_nonzero_byte(cells).unwrap_or(lo);
+    let (lo, hi) = (lo / W, hi / W);
+    let used = &cells[W * lo..W * (hi + 1)];
+    let total = if W == 1 {
+        Some(used.iter().map(|&c| c as u64).sum())
+    } else if W < 8 {
+        // below 2^32 counters of below 2^32 each: no overflow
+        Some(
+            used.chunks_exact(W)
+                .fold(0u64, |t, c| t.wrapping_add(rd_cnt_w::<W>(c, 0))),
+        )
+    } else {
+        used.chunks_exact(W)
+            .try_fold(0u64, |t, c| t.checked_add(rd_cnt_w::<W>(c, 0)))
+    };
+    (Some((first + lo as i64, first + hi as i64)), total)
+}
+
+/// Offset of the first non-zero byte.
+fn first_nonzero_byte(b: &[u8]) -> Option<usize> {
+    let words = b.chunks_exact(8);
+    let tail = words.remainder();
+    for (k, w) in words.enumerate() {
+        let v = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        if v != 0 {
+            return Some(8 * k + (v.trailing_zeros() / 8) as usize);
+        }
+    }
+    let base = b.len() - tail.len();
+    tail.iter().position(|&c| c != 0).map(|k| base + k)
+}
+
+/// Offset of the last non-zero byte.
+fn last_nonzero_byte(b: &[u8]) -> Option<usize> {
+    let words = b.rchunks_exact(8);
+    let head = words.remainder();
+    for (k, w) in words.enumerate() {
+        let v = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        if v != 0 {
+            return Some(b.len() - 8 * (k + 1) + 7 - (v.leading_zeros() / 8) as usize);
+        }
+    }
+    head.iter().rposition(|&c| c != 0)
+}
+
+/// The largest sum of a counter of `dst` (`D`-byte counters from bucket `dfirst`) and the
+/// counter of the same bucket in `src` (`S`-byte, from `sfirst`) over the buckets `a ..= b`
+/// (inside both windows).
+fn top_sum_w<const D: usize, const S: usize>(
+    dst: &[u8],
+    dfirst: i64,
+    src: &[u8],
+    sfirst: i64,
+    a: i64,
+    b: i64,
+) -> u64 {
+    let n = (b - a + 1) as usize;
+    let d = &dst[D * (a - dfirst) as usize..D * ((a - dfirst) as usize + n)];
+    let s = &src[S * (a - sfirst) as usize..S * ((a - sfirst) as usize + n)];
+    d.chunks_exact(D)
+        .zip(s.chunks_exact(S))
+        .fold(0u64, |top, (x, y)| {
+            top.max(rd_cnt_w::<D>(x, 0).saturating_add(rd_cnt_w::<S>(y, 0)))
+        })
+}
+
+/// Adds `src`'s counters of the buckets `a ..= b` to `dst`'s (as [`top_sum_w`]; every sum
+/// fits `dst`'s width).
+fn add_window_w<const D: usize, const S: usize>(
+    dst: &mut [u8],
+    dfirst: i64,
+    src: &[u8],
+    sfirst: i64,
+    a: i64,
+    b: i64,
+) {
+    let n = (b - a + 1) as usize;
+    let d = &mut dst[D * (a - dfirst) as usize..D * ((a - dfirst) as usize + n)];
+    let s = &src[S * (a - sfirst) as usize..S * ((a - sfirst) as usize + n)];
+    for (x, y) in d.chunks_exact_mut(D).zip(s.chunks_exact(S)) {
+        let v = rd_cnt_w::<D>(x, 0).wrapping_add(rd_cnt_w::<S>(y, 0));
+        wr_cnt_w::<D>(x, 0, v);
+    }
 }
 
 /// The largest counter + added count over `bins` (all inside the window of `W`-byte counters
@@ -5081,5 +5498,240 @@ mod codec_reference_tests {
             check::<4>(&cells, first, most)?;
             check::<8>(&cells, first, most)?;
         }
+    }
+}
+
+/// `working_merge_working` against the route it replaces (the source state read into a sketch
+/// by `working_to_sketch`, the extra values added to that sketch, then `working_merge_sketch`):
+/// the same merged values, the same errors, and nothing changed by a failed merge.
+#[cfg(test)]
+mod working_merge_tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn grow_to(buf: &mut Vec<u8>, len: usize) {
+        let mut nb = vec![0xA5u8; len];
+        working_grow(buf, &mut nb).unwrap();
+        *buf = nb;
+    }
+
+    /// A working state of `values` (some left in its value buffer), starting from `cap` bytes
+    /// of window capacity, widened to `width` bytes per counter when that is wider.
+    fn state(values: &[f64], cap: usize, alpha: f64) -> Vec<u8> {
+        let mut w = vec![0u8; working_min_len() + cap];
+        working_init(&mut w, alpha).unwrap();
+        for &x in values {
+            loop {
+                match working_add(&mut w, x) {
+                    Ok(()) => break,
+                    Err(AddError::NeedsGrow { suggested_len, .. }) => {
+                        grow_to(&mut w, suggested_len)
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        w
+    }
+
+    fn merge_growing(
+        buf: &mut Vec<u8>,
+        mut op: impl FnMut(&mut [u8]) -> Result<(), AddError>,
+    ) -> Result<(), SketchError> {
+        loop {
+            match op(buf) {
+                Ok(()) => return Ok(()),
+                Err(AddError::NeedsGrow { min_len, .. }) => {
+                    assert!(min_len > buf.len());
+                    grow_to(buf, min_len);
+                }
+                Err(AddError::Sketch(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// The old route: src read into a sketch (checked), `extra` added to it, merged.
+    fn by_sketch(dst: &mut Vec<u8>, src: &[u8], extra: &[f64]) -> Result<(), SketchError> {
+        let mut s = working_to_sketch(src)?;
+        for &x in extra {
+            s.add(x)?;
+        }
+        merge_growing(dst, |b| working_merge_sketch(b, &s))
+    }
+
+    fn direct(dst: &mut Vec<u8>, src: &[u8], extra: &[f64]) -> Result<(), SketchError> {
+        merge_growing(dst, |b| working_merge_working(b, src, extra))
+    }
+
+    fn read(buf: &[u8]) -> Vec<u8> {
+        working_to_sketch(buf).unwrap().encode()
+    }
+
+    fn value() -> BoxedStrategy<f64> {
+        prop_oneof![
+            4 => (1u32..40_000).prop_map(|v| v as f64),
+            3 => 1e-3f64..1e6,
+            1 => -1e4f64..1e4,
+            1 => Just(0.0),
+            1 => Just(-0.0),
+            1 => prop::num::f64::NORMAL,
+        ]
+        .boxed()
+    }
+
+    /// Values that pile up in few buckets, so that merged counters pass a width's limit.
+    fn heavy() -> BoxedStrategy<Vec<f64>> {
+        (
+            1usize..3000,
+            prop::sample::select(vec![7.0f64, 250.0, 251.5]),
+        )
+            .prop_map(|(n, x)| vec![x; n])
+            .boxed()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn equals_the_merge_through_a_sketch(
+            a in prop_oneof![vec(value(), 0..300), heavy()],
+            b in prop_oneof![vec(value(), 0..300), heavy()],
+            extra in vec(value(), 0..=BUF_CAP),
+            cap_a in prop::sample::select(vec![0usize, 16, 256, 4096]),
+            cap_b in prop::sample::select(vec![0usize, 16, 256, 4096]),
+        ) {
+            let src = state(&b, cap_b, DEFAULT_ALPHA);
+            let mut old = state(&a, cap_a, DEFAULT_ALPHA);
+            let mut new = old.clone();
+            by_sketch(&mut old, &src, &extra).unwrap();
+            direct(&mut new, &src, &extra).unwrap();
+            prop_assert_eq!(read(&new), read(&old));
+            let all: Vec<f64> = a.iter().chain(&b).chain(&extra).copied().collect();
+            let mut s = Sketch::new(DEFAULT_ALPHA).unwrap();
+            for &x in &all {
+                s.add(x).unwrap();
+            }
+            prop_assert_eq!(read(&new), s.encode());
+            // the merged state goes on taking values as any other
+            let mut more = new.clone();
+            for &x in &extra {
+                merge_growing(&mut more, |w| working_add(w, x)).unwrap();
+            }
+            for &x in &extra {
+                s.add(x).unwrap();
+            }
+            prop_assert_eq!(read(&more), s.encode());
+        }
+
+        /// A source with any byte changed: the direct merge fails exactly when the old route
+        /// does (leaving the target as it was), and otherwise gives the same values.
+        #[test]
+        fn a_corrupt_source_fails_as_the_old_route_fails(
+            a in vec(value(), 0..100),
+            b in vec(value(), 1..300),
+            extra in vec(value(), 0..4),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cap_b in prop::sample::select(vec![0usize, 64]),
+        ) {
+            let mut src = state(&b, cap_b, DEFAULT_ALPHA);
+            let i = at.index(src.len());
+            src[i] = byte;
+            let mut old = state(&a, 64, DEFAULT_ALPHA);
+            let mut new = old.clone();
+            let before = new.clone();
+            let o = by_sketch(&mut old, &src, &extra);
+            let n = direct(&mut new, &src, &extra);
+            prop_assert_eq!(o.is_ok(), n.is_ok(), "byte {} = {}: old {:?}, new {:?}", i, byte, o, n);
+            if n.is_ok() {
+                prop_assert_eq!(read(&new), read(&old));
+            } else {
+                prop_assert_eq!(&new, &before);
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_and_last_non_zero_bytes() {
+        for len in 0..40usize {
+            for a in 0..len {
+                for b in a..len {
+                    let mut v = vec![0u8; len];
+                    v[a] = 1 + (a as u8 % 7);
+                    v[b] = 3;
+                    assert_eq!(first_nonzero_byte(&v), Some(a), "{len} {a} {b}");
+                    assert_eq!(last_nonzero_byte(&v), Some(b), "{len} {a} {b}");
+                }
+            }
+            assert_eq!(first_nonzero_byte(&vec![0u8; len]), None);
+            assert_eq!(last_nonzero_byte(&vec![0u8; len]), None);
+        }
+    }
+
+    #[test]
+    fn alphas_must_match() {
+        let src = state(&[1.0, 2.0], 64, 0.01);
+        let mut dst = state(&[3.0], 64, DEFAULT_ALPHA);
+        let before = dst.clone();
+        assert!(matches!(
+            direct(&mut dst, &src, &[]),
+            Err(SketchError::AlphaMismatch { .. })
+        ));
+        // an empty source of another alpha is refused too, as the old route refuses it
+        let empty = state(&[], 0, 0.01);
+        assert!(matches!(
+            direct(&mut dst, &empty, &[]),
+            Err(SketchError::AlphaMismatch { .. })
+        ));
+        assert_eq!(dst, before);
+    }
+
+    #[test]
+    fn extra_values_are_checked() {
+        let src = state(&[1.0], 64, DEFAULT_ALPHA);
+        let mut dst = state(&[3.0], 64, DEFAULT_ALPHA);
+        let before = dst.clone();
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(matches!(
+                direct(&mut dst, &src, &[2.0, bad]),
+                Err(SketchError::InvalidValue(_))
+            ));
+        }
+        assert!(direct(&mut dst, &src, &[1.0; BUF_CAP + 1]).is_err());
+        assert_eq!(dst, before);
+    }
+
+    /// Counters near the one-byte limit in both states, and values on the same bucket: the
+    /// merge widens rather than wraps.
+    #[test]
+    fn merged_counters_widen_instead_of_wrapping() {
+        let a = vec![100.0; 230];
+        let b = vec![100.0; 230];
+        let extra = [100.0; BUF_CAP];
+        let src = state(&b, 64, DEFAULT_ALPHA);
+        let mut dst = state(&a, 64, DEFAULT_ALPHA);
+        assert_eq!(dst[H_WIDTH], 1);
+        direct(&mut dst, &src, &extra).unwrap();
+        assert!(dst[H_WIDTH] >= 2);
+        let s = working_to_sketch(&dst).unwrap();
+        assert_eq!(s.count(), 230 + 230 + BUF_CAP as u64);
+        assert_eq!(s.num_buckets(), 1);
+        // a one-byte counter at 224 (the most 16-value batches leave it at), a source whose
+        // 15 values are all still buffered, and 16 more: the sum of the two counters is within
+        // the limit, the values take it past, and the next values would wrap a byte
+        let mut dst = state(&[100.0; 224], 0, DEFAULT_ALPHA);
+        merge_growing(&mut dst, working_flush).unwrap();
+        assert_eq!((dst[H_WIDTH], dst[H_NBUF]), (1, 0));
+        let src = state(&[100.0; 15], 0, DEFAULT_ALPHA);
+        assert_eq!(src[H_NBUF], 15);
+        direct(&mut dst, &src, &extra).unwrap();
+        assert!(dst[H_WIDTH] >= 2);
+        for _ in 0..48 {
+            merge_growing(&mut dst, |w| working_add(w, 100.0)).unwrap();
+        }
+        let s = working_to_sketch(&dst).unwrap();
+        assert_eq!(s.count(), 224 + 15 + BUF_CAP as u64 + 48);
+        assert_eq!(s.num_buckets(), 1);
     }
 }

@@ -262,6 +262,45 @@ pub fn pair_merge_side(buf: &mut [u8], side: Side, other: &Sketch) -> Result<(),
     dd::working_merge_sketch(sec, other).map_err(|e| section_error(e, side, len, sec_len))
 }
 
+/// The values of side `side` waiting in the first `n` slots of the pair buffer, in order.
+fn side_values(buf: &[u8], n: usize, side: Side) -> Result<([f64; PAIR_CAP], usize), SketchError> {
+    let mut vals = [0f64; PAIR_CAP];
+    let mut m = 0;
+    for i in 0..n {
+        if let Some(x) = buffered(buf, i, side)? {
+            vals[m] = x;
+            m += 1;
+        }
+    }
+    Ok((vals, m))
+}
+
+/// Check a pair state as [`pair_sketches`] checks it (both sides, each with its buffered
+/// rows), without building the sketches.
+pub fn pair_check(buf: &[u8]) -> Result<(), SketchError> {
+    let (n, b_off) = header(buf)?;
+    for side in [Side::A, Side::B] {
+        let (vals, m) = side_values(buf, n, side)?;
+        dd::working_check(section(buf, b_off, side), &vals[..m])?;
+    }
+    Ok(())
+}
+
+/// Merge side `side` of the pair state `src` (its section and the values of its pair buffer)
+/// into section `side` of `buf` in place, without a sketch in between: the same result as
+/// [`pair_merge_side`] with [`pair_sketch`] of `src` (`src` checked as that checks it);
+/// `NeedsGrow` as for [`pair_add`], nothing merged when any error is returned.
+pub fn pair_merge_pair_side(buf: &mut [u8], side: Side, src: &[u8]) -> Result<(), PairAddError> {
+    let (sn, s_b_off) = header(src)?;
+    let (extra, m) = side_values(src, sn, side)?;
+    let (_, b_off) = header(buf)?;
+    let len = buf.len();
+    let sec = section_mut(buf, b_off, side);
+    let sec_len = sec.len();
+    dd::working_merge_working(sec, section(src, s_b_off, side), &extra[..m])
+        .map_err(|e| section_error(e, side, len, sec_len))
+}
+
 /// A section's error as the pair's: a growth request becomes one for the whole state (of
 /// `len` bytes, the section `sec_len` of them).
 fn section_error(e: AddError, side: Side, len: usize, sec_len: usize) -> PairAddError {
@@ -413,6 +452,51 @@ mod tests {
             prop_assert_eq!(side_bytes(&rebuilt, Side::A), single(&xs));
             prop_assert_eq!(side_bytes(&rebuilt, Side::B), single(&ys));
         }
+
+        /// A pair state with any byte changed passes the check exactly when its sketches
+        /// can be read.
+        #[test]
+        fn the_check_agrees_with_reading_the_sketches(
+            rows in prop::collection::vec((value(), value()), 1..300),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut p = fresh(64);
+            for &(a, b) in &rows { with_growth(&mut p, |s| pair_add(s, a, b)).unwrap(); }
+            prop_assert!(pair_check(&p).is_ok());
+            let i = at.index(p.len());
+            p[i] = byte;
+            prop_assert_eq!(pair_check(&p).is_ok(), pair_sketches(&p).is_ok(), "byte {} = {}", i, byte);
+        }
+
+        /// The direct merge of one pair state into another (each side's section and pair
+        /// buffer read in place) equals the merge through that side's sketch, and the single
+        /// sketch of all values.
+        #[test]
+        fn the_direct_pair_merge_equals_the_merge_through_sketches(
+            r1 in prop::collection::vec((value(), value()), 0..200),
+            r2 in prop::collection::vec((value(), value()), 0..200),
+            s1 in prop::sample::select(vec![0usize, 64, 1024]),
+            s2 in prop::sample::select(vec![0usize, 64, 1024]),
+        ) {
+            let mut p1 = fresh(s1);
+            let mut p2 = fresh(s2);
+            for &(a, b) in &r1 { with_growth(&mut p1, |s| pair_add(s, a, b)).unwrap(); }
+            for &(a, b) in &r2 { with_growth(&mut p2, |s| pair_add(s, a, b)).unwrap(); }
+            let mut old = p1.clone();
+            let (sa, sb) = pair_sketches(&p2).unwrap();
+            with_growth(&mut old, |s| pair_merge_side(s, Side::A, &sa)).unwrap();
+            with_growth(&mut old, |s| pair_merge_side(s, Side::B, &sb)).unwrap();
+            with_growth(&mut p1, |s| pair_merge_pair_side(s, Side::A, &p2)).unwrap();
+            with_growth(&mut p1, |s| pair_merge_pair_side(s, Side::B, &p2)).unwrap();
+            let all: Vec<(Option<f64>, Option<f64>)> = r1.iter().chain(r2.iter()).copied().collect();
+            let xs: Vec<f64> = all.iter().filter_map(|r| r.0).collect();
+            let ys: Vec<f64> = all.iter().filter_map(|r| r.1).collect();
+            prop_assert_eq!(side_bytes(&p1, Side::A), side_bytes(&old, Side::A));
+            prop_assert_eq!(side_bytes(&p1, Side::B), side_bytes(&old, Side::B));
+            prop_assert_eq!(side_bytes(&p1, Side::A), single(&xs));
+            prop_assert_eq!(side_bytes(&p1, Side::B), single(&ys));
+        }
     }
 
     #[test]
@@ -469,12 +553,29 @@ mod tests {
         cases.push(truncated);
         for (i, c) in cases.iter().enumerate() {
             assert!(pair_sketches(c).is_err(), "case {i} decoded");
+            assert!(pair_check(c).is_err(), "case {i} passed the check");
             let mut m = c.clone();
             assert!(
                 pair_flush(&mut m).is_err() || pair_sketches(&m).is_err(),
                 "case {i}"
             );
+            // merged directly into a good state: refused on at least one side, and a side
+            // refused is left as it was
+            let mut dst = good.clone();
+            let ra = pair_merge_pair_side(&mut dst, Side::A, c);
+            let after_a = dst.clone();
+            let rb = pair_merge_pair_side(&mut dst, Side::B, c);
+            assert!(ra.is_err() || rb.is_err(), "case {i} merged");
+            if ra.is_err() {
+                assert_eq!(after_a, good, "case {i}");
+            }
+            if rb.is_err() {
+                assert_eq!(dst, after_a, "case {i}");
+            }
         }
         assert!(pair_sketches(&good).is_ok());
+        let mut dst = good.clone();
+        pair_merge_pair_side(&mut dst, Side::A, &good).unwrap();
+        assert_eq!(pair_sketch(&dst, Side::A).unwrap().count(), 80);
     }
 }

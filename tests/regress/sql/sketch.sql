@@ -134,6 +134,10 @@ SELECT ops_sketch_pair_a(x, y)::text = (SELECT ops_sketch(x)::text FROM pairs) A
        ops_sketch_pair_b(x, y)::text = (SELECT ops_sketch(y)::text FROM pairs) AS parallel_b_equal
   FROM pairs;
 SELECT * FROM pair_check;
+-- and per group the same bytes as the serial ops_sketch(x) stored above (pairs.x is lat.x)
+SELECT bool_and(p.pa = sr.s) AS parallel_pairs_equal_serial, count(*) AS groups
+  FROM (SELECT grp, ops_sketch_pair_a(x, y)::text AS pa FROM pairs WHERE grp < 6 GROUP BY grp) p
+  JOIN serial_result sr USING (grp);
 RESET ALL;
 -- A hash aggregation that spills to disk (many groups, work_mem 64kB) gives the same bytes.
 CREATE TABLE pair_spill (grp int, k bigint, equal bool);
@@ -167,6 +171,14 @@ SELECT ops_sketch_pair_final_a(s)::text = ops_sketch(v)::text AS direct_a,
 SELECT ops_sketch_pair_final_a(ops_sketch_pair_combine(NULL, ops_sketch_pair_trans(NULL, 4, NULL)))::text
      = ops_sketch(4)::text AS combined_from_null,
        ops_sketch_pair_final_b(ops_sketch_pair_trans(NULL, 4, NULL)) IS NULL AS empty_side_is_null;
+-- Two partial states merged as a parallel leader merges them, the second one straight from its
+-- counters and buffered rows: the sketches of all their values.
+SELECT ops_sketch_pair_final_a(c)::text = (SELECT ops_sketch(v)::text FROM (VALUES (4::float8), (5), (6), (-7)) t(v)) AS combined_a,
+       ops_sketch_pair_final_b(c)::text = (SELECT ops_sketch(v)::text FROM (VALUES (1::float8), (2), (3)) t(v)) AS combined_b
+  FROM (SELECT ops_sketch_pair_combine(ops_sketch_pair_trans(ops_sketch_pair_trans(NULL, 4, 1), 5, NULL),
+                                       ops_sketch_pair_trans(ops_sketch_pair_trans(NULL, 6, 2), -7, 3)) AS c) p;
+SELECT ops_sketch_combine(ops_sketch_trans(ops_sketch_trans(NULL, 1.5), 0), ops_sketch_trans(NULL, -3.5))::text
+     = (SELECT ops_sketch(v)::text FROM (VALUES (1.5::float8), (0), (-3.5)) t(v)) AS combined_single;
 SELECT ops_sketch_pair_a(x, y) IS NULL AS no_rows FROM pairs WHERE false;
 SELECT ops_sketch_pair_b(NULL::float8, NULL::float8) IS NULL AS only_nulls;
 -- Errors: NaN/Infinity on either side (22023), a state that is not a pair state (22P03).
