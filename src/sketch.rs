@@ -422,10 +422,16 @@ pub unsafe extern "C-unwind" fn ops_sketch_combine(
             return unchanged;
         }
         let (bytes, _) = payload_of(pg_getarg_datum_raw(fcinfo, 1));
-        if !pg_arg_is_null(fcinfo, 0) && dd::is_current_working(bytes) {
-            // A partial state of a parallel or distributed plan into a group's state: merged
-            // straight from its counters (checked as a decode would check them).
-            let state = writable_state(fcinfo, dd::working_alpha(bytes).or_raise());
+        // A partial state of a parallel or distributed plan into a group's state (a fresh one
+        // for the group's first): merged straight from its counters, checked as a decode
+        // checks them. (One whose header does not even give a valid alpha takes the decode
+        // below, which reports it as a decode does.)
+        let direct = dd::is_current_working(bytes)
+            .then(|| dd::working_alpha(bytes).ok())
+            .flatten()
+            .filter(|a| (dd::MIN_ALPHA..=dd::MAX_ALPHA).contains(a));
+        if let Some(alpha) = direct {
+            let state = writable_state(fcinfo, alpha);
             return pg_sys::Datum::from(with_growth(state, |buf| {
                 dd::working_merge_working(buf, bytes, &[])
             }));

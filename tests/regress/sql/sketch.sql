@@ -179,6 +179,8 @@ SELECT ops_sketch_pair_final_a(c)::text = (SELECT ops_sketch(v)::text FROM (VALU
                                        ops_sketch_pair_trans(ops_sketch_pair_trans(NULL, 6, 2), -7, 3)) AS c) p;
 SELECT ops_sketch_combine(ops_sketch_trans(ops_sketch_trans(NULL, 1.5), 0), ops_sketch_trans(NULL, -3.5))::text
      = (SELECT ops_sketch(v)::text FROM (VALUES (1.5::float8), (0), (-3.5)) t(v)) AS combined_single;
+SELECT ops_sketch_combine(NULL, ops_sketch_trans(ops_sketch_trans(NULL, 2.5), 7))::text
+     = (SELECT ops_sketch(v)::text FROM (VALUES (2.5::float8), (7)) t(v)) AS combined_single_from_null;
 SELECT ops_sketch_pair_a(x, y) IS NULL AS no_rows FROM pairs WHERE false;
 SELECT ops_sketch_pair_b(NULL::float8, NULL::float8) IS NULL AS only_nulls;
 -- Errors: NaN/Infinity on either side (22023), a state that is not a pair state (22P03).
