@@ -928,6 +928,14 @@ struct Shape {
 }
 
 impl Shape {
+    /// The check of a sketch with `count == 0`: nothing else in it either.
+    fn check_empty(&self) -> Result<(), String> {
+        if self.zero != 0 || self.ranges != [None, None] || self.sum != [0; LIMBS] {
+            return Err("empty sketch with data".into());
+        }
+        Ok(())
+    }
+
     /// The first checks of a sketch with `count > 0` (before its buckets are read).
     fn check_extremes(&self) -> Result<(), String> {
         let (min, max) = (self.min, self.max);
@@ -1273,16 +1281,6 @@ impl Sketch {
 
     /// Internal consistency checks (used by decode and working_to_sketch).
     fn validate(&self) -> Result<(), String> {
-        if self.count == 0 {
-            if self.zero != 0
-                || !self.pos.bins.is_empty()
-                || !self.neg.bins.is_empty()
-                || self.sum.normalized() != [0; LIMBS]
-            {
-                return Err("empty sketch with data".into());
-            }
-            return Ok(());
-        }
         let shape = Shape {
             count: self.count,
             zero: self.zero,
@@ -1291,6 +1289,9 @@ impl Sketch {
             ranges: [self.pos.range(), self.neg.range()],
             sum: self.sum.normalized(),
         };
+        if self.count == 0 {
+            return shape.check_empty();
+        }
         shape.check_extremes()?;
         let mut total = self.zero;
         for store in [&self.neg, &self.pos] {
@@ -3032,9 +3033,9 @@ fn read_source(src: &[u8], extra: &[f64]) -> Result<Source, SketchError> {
         let xv = x + 0.0;
         shape.min = shape.min.min(xv);
         shape.max = shape.max.max(xv);
+        total += 1;
         if x == 0.0 {
             shape.zero += 1;
-            total += 1;
         } else {
             let s = (x < 0.0) as usize;
             let k = idx[i];
@@ -3042,7 +3043,6 @@ fn read_source(src: &[u8], extra: &[f64]) -> Result<Source, SketchError> {
                 Some((a, b)) => (a.min(k), b.max(k)),
                 None => (k, k),
             });
-            total += 1;
         }
     }
     if vals.len() == nbuf {
@@ -3172,10 +3172,7 @@ pub fn working_merge_working(buf: &mut [u8], src: &[u8], extra: &[f64]) -> Resul
 fn check_shape(shape: &mut Shape, sum: &ExactSum, inv: f64, total: u64) -> Result<(), String> {
     shape.sum = sum.normalized();
     if shape.count == 0 {
-        if shape.zero != 0 || shape.ranges != [None, None] || shape.sum != [0; LIMBS] {
-            return Err("empty sketch with data".into());
-        }
-        return Ok(());
+        return shape.check_empty();
     }
     shape.check_extremes()?;
     shape.check_rest(inv, total)
