@@ -70,3 +70,15 @@ interleaved_medians() {
 
 # ratio A B: A / B with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+# seed_pattern_pgb: the seed's claim pattern in our own words, as a pgbench script on stdout
+# (bench.seed_ops: BEGIN; the oldest 100 NOT_TRUSTLOGGED rows FOR UPDATE SKIP LOCKED; one
+# compare-and-set UPDATE per operation; COMMIT), for bench/queue.sh and bench/queue_rowless.sh.
+seed_pattern_pgb() {
+    echo 'BEGIN;'
+    echo "SELECT string_agg(op_id, ',') AS ids FROM (SELECT op_id FROM bench.seed_ops WHERE trustlog_status = 'NOT_TRUSTLOGGED' ORDER BY \"timestamp\" LIMIT 100 FOR UPDATE SKIP LOCKED) c \\gset"
+    for k in $(seq 100); do
+        echo "UPDATE bench.seed_ops SET trustlog_status = 'TRUSTLOGGED' WHERE op_id = split_part(:ids, ',', $k) AND trustlog_status = 'NOT_TRUSTLOGGED';"
+    done
+    echo 'COMMIT;'
+}

@@ -66,14 +66,7 @@ cat >"$WORK/opsmeter.pgb" <<'EOF'
 SELECT coalesce(array_agg(op_id)::text, '{}') AS ids, coalesce(min(lease_token::text), '00000000-0000-0000-0000-000000000000') AS tok FROM ops_op_claim(100, '5 minutes') \gset
 SELECT ops_op_complete(:ids::text[], :tok::uuid);
 EOF
-{
-    echo 'BEGIN;'
-    echo "SELECT string_agg(op_id, ',') AS ids FROM (SELECT op_id FROM bench.seed_ops WHERE trustlog_status = 'NOT_TRUSTLOGGED' ORDER BY \"timestamp\" LIMIT 100 FOR UPDATE SKIP LOCKED) c \\gset"
-    for k in $(seq 100); do
-        echo "UPDATE bench.seed_ops SET trustlog_status = 'TRUSTLOGGED' WHERE op_id = split_part(:ids, ',', $k) AND trustlog_status = 'NOT_TRUSTLOGGED';"
-    done
-    echo 'COMMIT;'
-} >"$WORK/seed.pgb"
+seed_pattern_pgb >"$WORK/seed.pgb"
 
 # Bare statements: the same two row changes per operation on the same table (lock and lease the
 # oldest 100 fresh rows in one statement; compare-and-set them to TRUSTLOGGED by id and token in
