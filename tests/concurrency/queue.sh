@@ -188,4 +188,46 @@ takeovers=$(q "WITH c AS (SELECT op_id, token, expires_at, lead(expires_at) OVER
 [ "$takeovers" -gt 0 ] || die "no lease expired and was taken over: the test did not exercise expiry"
 echo "test no claim returned an operation under another live lease ($(q "SELECT count(*) FROM conc.claims") claims, $takeovers expired leases taken over) ... ok"
 
+# --- 3. a claim under REPEATABLE READ --------------------------------------------------------------
+# docs/queue.md: a claim in REPEATABLE READ whose snapshot predates another claim's commit of the
+# same operations fails with a serialization failure (40001) instead of handing them out again.
+# Ordered by an advisory lock, not by sleeps: B holds it; A takes its snapshot and waits for it;
+# B claims, commits and lets go; A claims.
+q "TRUNCATE opsmeter.operations, opsmeter.retries, opsmeter.leases" >/dev/null
+q "SELECT ops_op_save_batch((SELECT jsonb_agg(jsonb_build_object('op_id', 'rr-' || i,
+       'timestamp', '2026-11-02T00:00:0' || i || 'Z')) FROM generate_series(1, 4) i))" >/dev/null
+LOCK_KEY=1869640600
+a_waits="SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND objid = $LOCK_KEY AND NOT granted)"
+"${PSQL[@]}" -d "$DB" -At >"$LOGS/queue-rr-b.out" 2>&1 <<SQL &
+SELECT pg_advisory_lock($LOCK_KEY);
+DO \$\$ BEGIN WHILE NOT ($a_waits) LOOP PERFORM pg_sleep(0.01); END LOOP; END \$\$;
+SELECT string_agg(op_id, ',' ORDER BY op_id) FROM ops_op_claim(2);
+SELECT pg_advisory_unlock($LOCK_KEY);
+SQL
+b=$!
+for i in $(seq 500); do
+    [ "$(q "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND objid = $LOCK_KEY AND granted)")" = t ] && break
+    sleep 0.01
+done
+"${PSQL[@]}" -d "$DB" -At -v ON_ERROR_STOP=0 >"$LOGS/queue-rr-a.out" 2>&1 <<SQL
+\set VERBOSITY verbose
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) FROM opsmeter.operations;
+SELECT pg_advisory_lock($LOCK_KEY) IS NULL;
+SELECT string_agg(op_id, ',' ORDER BY op_id) FROM ops_op_claim(2);
+ROLLBACK;
+SQL
+wait "$b" || { cat "$LOGS/queue-rr-b.out"; die "session B of the REPEATABLE READ test failed"; }
+grep -qx 'rr-1,rr-2' "$LOGS/queue-rr-b.out" || { cat "$LOGS/queue-rr-b.out"; die "session B did not claim rr-1 and rr-2"; }
+grep -q 'ERROR:  40001: could not serialize access due to concurrent update' "$LOGS/queue-rr-a.out" \
+    || { cat "$LOGS/queue-rr-a.out"; die "a REPEATABLE READ claim over operations another claim had leased since its snapshot did not fail with 40001"; }
+grep -q 'rr-' "$LOGS/queue-rr-a.out" && { cat "$LOGS/queue-rr-a.out"; die "the REPEATABLE READ claim handed out operations"; }
+# a REPEATABLE READ claim whose snapshot is newer takes the rest, and nothing is leased twice
+[ "$("${PSQL[@]}" -d "$DB" -At -c "BEGIN ISOLATION LEVEL REPEATABLE READ" \
+        -c "SELECT string_agg(op_id, ',' ORDER BY op_id) FROM ops_op_claim(10)" -c "COMMIT")" = 'rr-3,rr-4' ] \
+    || die "a REPEATABLE READ claim with a new snapshot did not take exactly rr-3 and rr-4"
+[ "$(q "SELECT count(DISTINCT lease_token) || ' ' || count(*) FROM opsmeter.operations WHERE lease_token IS NOT NULL")" = '2 4' ] \
+    || die "after both claims the four operations are not held by two leases"
+echo "test a REPEATABLE READ claim over operations leased since its snapshot fails with 40001, then takes the rest ... ok"
+
 "${PSQL[@]}" -d postgres -c "DROP DATABASE $DB"

@@ -216,4 +216,28 @@ SELECT relname, seq_scan, idx_scan > 0 AS used_an_index
  WHERE schemaname = 'opsmeter' AND relname IN ('leases', 'retries', 'operations')
  ORDER BY relname;
 COMMIT;
+
+-- 11. Claims in REPEATABLE READ and SERIALIZABLE lease as in READ COMMITTED, but leave the walk
+-- start where it is and the rows of expired leases in opsmeter.leases (docs/queue.md); the next
+-- READ COMMITTED claim moves the one and deletes the others. (A claim there whose snapshot
+-- predates another claim's lease of the same rows fails with 40001: tests/concurrency/queue.sh.)
+SELECT ops_op_save_batch((SELECT jsonb_agg(jsonb_build_object('op_id', 'rr-' || i, 'timestamp', '2000-01-01T00:00:0' || i || 'Z'))
+         FROM generate_series(1, 3) i));
+CREATE TEMP TABLE b11 AS SELECT generation FROM opsmeter.queue_bound;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+CREATE TEMP TABLE rr11 AS SELECT * FROM ops_op_claim(2, '10 milliseconds');
+SELECT string_agg(op_id, ',' ORDER BY op_id) AS claimed_in_repeatable_read FROM rr11;
+COMMIT;
+SELECT b.generation = b11.generation AS walk_start_unmoved FROM opsmeter.queue_bound b, b11;
+SELECT pg_sleep(0.05);
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+CREATE TEMP TABLE sr11 AS SELECT * FROM ops_op_claim(2, '1 minute');
+SELECT string_agg(op_id, ',' ORDER BY op_id) AS taken_over_in_serializable,
+       count(DISTINCT lease_token) = 1 AND bool_and(lease_token <> (SELECT lease_token FROM rr11 LIMIT 1)) AS new_token
+  FROM sr11;
+COMMIT;
+SELECT count(*) AS expired_lease_row_left FROM opsmeter.leases WHERE lease_token = (SELECT lease_token FROM rr11 LIMIT 1);
+SELECT string_agg(op_id, ',' ORDER BY op_id) AS claimed_in_read_committed FROM ops_op_claim(1, '1 minute');
+SELECT count(*) AS expired_lease_row_left FROM opsmeter.leases WHERE lease_token = (SELECT lease_token FROM rr11 LIMIT 1);
+SELECT b.generation > b11.generation AS walk_start_moved FROM opsmeter.queue_bound b, b11;
 RESET client_min_messages;
