@@ -15,7 +15,7 @@
 #    that writes no operation row (bench.proto_*): what a design with leases kept off the rows
 #    could reach (issue: >= 3x the seed; it is not opsmeter's design, see the script).
 # 2. Claim latency with 0 and with BENCH_HISTORY completed operations in the table (one client,
-#    claim 100 + complete, 100 000 pending operations each time).
+#    claim 100 + complete, 100 000 pending operations each time), alternated twice.
 # 3. Table and index sizes after BENCH_OPS operations were processed with autovacuum on, next to
 #    the freshly loaded size, and again once autovacuum has run.
 # Writes bench/results/queue.md.
@@ -215,10 +215,17 @@ latency() {
     # per-statement average latencies (ms), in script order: claim, complete
     awk '/^statement latencies/ {on = 1; next} on && NF > 2 {v[++n] = $1} END {print v[1], v[2]}' "$out"
 }
-say "claim latency with 0 completed operations in the table"
-read -r lat0_claim lat0_complete < <(latency 0)
-say "claim latency with $BENCH_HISTORY completed operations in the table"
-read -r latN_claim latN_complete < <(latency "$BENCH_HISTORY")
+# alternated twice (0, history, 0, history): one pair of runs moves with the VM by as much as the
+# history costs
+lat0_claim=""; lat0_complete=""; latN_claim=""; latN_complete=""
+for round in 1 2; do
+    say "claim latency with 0 completed operations in the table (round $round of 2)"
+    read -r c d < <(latency 0)
+    lat0_claim+="${lat0_claim:+, }$c"; lat0_complete+="${lat0_complete:+, }$d"
+    say "claim latency with $BENCH_HISTORY completed operations in the table (round $round of 2)"
+    read -r c d < <(latency "$BENCH_HISTORY")
+    latN_claim+="${latN_claim:+, }$c"; latN_complete+="${latN_complete:+, }$d"
+done
 hist_size=$(q "SELECT pg_size_pretty(pg_relation_size('opsmeter.operations')) || ' table, '
                     || pg_size_pretty(pg_relation_size('opsmeter.operations_claim')) || ' claim index'")
 elapsed=$(( $(date +%s) - started ))
@@ -252,7 +259,7 @@ TCP $done_tcp of $BENCH_OPS TRUSTLOGGED, 0 leased; bare statements $done_bare of
 TRUSTLOGGED, 0 leased; prototype $proto_done of $BENCH_OPS TRUSTLOGGED, 0 lease rows left; seed pattern $seed_done and $seed_done_tcp of
 $BENCH_SEED_OPS TRUSTLOGGED.
 
-## Claim latency as history grows (one client, 100 000 pending operations, 500 batches)
+## Claim latency as history grows (one client, 100 000 pending operations, 500 batches; two rounds, alternated)
 
 | completed operations in the table | claim 100 (ms) | complete 100 (ms) |
 |---:|---:|---:|
