@@ -18,6 +18,7 @@ BENCH_OPS="${BENCH_OPS:-200000}"
 BENCH_SEED_OPS="${BENCH_SEED_OPS:-100000}"
 CLIENTS=4
 bench_setup
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 DB=opsmeter_qproto
 "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
 q() { "${PSQL[@]}" -d "$DB" -At -c "$1"; }
@@ -99,7 +100,7 @@ out=bench/results/queue_rowless.md
 {
     echo "# A claim that writes no operation row, with its bookkeeping (prototype) — $(date -u +%F)"
     echo
-    echo "\`bash bench/queue_rowless.sh\`, one server, $CLIENTS pgbench clients over the socket, fresh tables each run; load average at start $(cut -d' ' -f1-3 /proc/loadavg). ops/s:"
+    echo "\`bash bench/queue_rowless.sh\`, one server, $CLIENTS pgbench clients over the socket, fresh tables each run; load average at start $load. ops/s:"
     echo
     echo "| round | seed's pattern | opsmeter | prototype | opsmeter ÷ seed | prototype ÷ seed | prototype ÷ opsmeter |"
     echo "|---:|---:|---:|---:|---:|---:|---:|"
