@@ -2791,6 +2791,27 @@ pub fn working_grow(old: &[u8], new: &mut [u8]) -> Result<(), SketchError> {
     Ok(())
 }
 
+/// What a merge into the working buffer `buf` checks first, whatever its source: the source's
+/// `alpha` must be the buffer's, and the merged count must fit. `None`: the source holds no
+/// value, there is nothing to merge.
+fn merged_count(buf: &[u8], alpha: f64, count: u64) -> Result<Option<u64>, AddError> {
+    let own = rd_f64(buf, H_ALPHA);
+    if own.to_bits() != alpha.to_bits() {
+        return Err(SketchError::AlphaMismatch {
+            left: own,
+            right: alpha,
+        }
+        .into());
+    }
+    if count == 0 {
+        return Ok(None);
+    }
+    match rd_u64(buf, H_COUNT).checked_add(count) {
+        Some(c) => Ok(Some(c)),
+        None => Err(SketchError::CountOverflow.into()),
+    }
+}
+
 /// Make `buf`'s windows cover `ranges` (a merge's non-zero buckets, per store) and its counters
 /// wide enough for `top(buf, layout)`, the largest counter after the merge, computed on the
 /// covering layout: relaid out and widened as needed (`NeedsGrow` when the buffer must grow
@@ -2840,20 +2861,9 @@ fn fit_for_merge(
 /// protocol as [`working_add`]; nothing is merged when it is returned).
 pub fn working_merge_sketch(buf: &mut [u8], other: &Sketch) -> Result<(), AddError> {
     let lay = Layout::read(buf)?;
-    let alpha = rd_f64(buf, H_ALPHA);
-    if alpha.to_bits() != other.p.alpha.to_bits() {
-        return Err(SketchError::AlphaMismatch {
-            left: alpha,
-            right: other.p.alpha,
-        }
-        .into());
-    }
-    if other.count == 0 {
+    let Some(count) = merged_count(buf, other.p.alpha, other.count)? else {
         return Ok(());
-    }
-    let count = rd_u64(buf, H_COUNT)
-        .checked_add(other.count)
-        .ok_or(SketchError::CountOverflow)?;
+    };
     let ranges = [other.pos.range(), other.neg.range()];
     // the largest merged counter decides the width (every bin is inside its window once the
     // windows cover the ranges)
@@ -3091,7 +3101,6 @@ pub fn working_check(src: &[u8], extra: &[f64]) -> Result<(), SketchError> {
 /// `src` is refused as corrupt: convert it with [`working_to_sketch`] first.
 pub fn working_merge_working(buf: &mut [u8], src: &[u8], extra: &[f64]) -> Result<(), AddError> {
     let lay = Layout::read(buf)?;
-    let alpha = rd_f64(buf, H_ALPHA);
     let Source {
         slay,
         salpha,
@@ -3103,19 +3112,9 @@ pub fn working_merge_working(buf: &mut [u8], src: &[u8], extra: &[f64]) -> Resul
         idx,
     } = read_source(src, extra)?;
     let vals = &vals[..nvals];
-    if alpha.to_bits() != salpha.to_bits() {
-        return Err(SketchError::AlphaMismatch {
-            left: alpha,
-            right: salpha,
-        }
-        .into());
-    }
-    if shape.count == 0 {
+    let Some(count) = merged_count(buf, salpha, shape.count)? else {
         return Ok(());
-    }
-    let count = rd_u64(buf, H_COUNT)
-        .checked_add(shape.count)
-        .ok_or(SketchError::CountOverflow)?;
+    };
     // the largest merged counter decides the width: at most the largest sum of a counter of
     // each, plus the number of values, over src's buckets and the values' (a bound; a counter
     // wider than needed holds the same counts)
